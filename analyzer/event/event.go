@@ -1,0 +1,163 @@
+// Package event defines what every trace decoder produces and the replay
+// consumes: allocation events, call stacks, loaded modules and process
+// facts. A libleak trace and a glibc mtrace file both decode to these.
+package event
+
+// Kind is what happened to memory.
+type Kind uint8
+
+const (
+	Alloc   Kind = iota + 1 // Addr, Size new; Time after the allocator returned
+	Free                    // Addr released; Time before the allocator was called
+	Realloc                 // OldAddr released at Time, Addr/Size made at Time2
+	Mmap                    // Addr, Size mapped; Time after
+	Munmap                  // Addr, Size unmapped; Time before
+	Mremap                  // OldAddr/OldSize released at Time, Addr/Size mapped at Time2
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Alloc:
+		return "alloc"
+	case Free:
+		return "free"
+	case Realloc:
+		return "realloc"
+	case Mmap:
+		return "mmap"
+	case Munmap:
+		return "munmap"
+	case Mremap:
+		return "mremap"
+	}
+	return "unknown"
+}
+
+// Op is the exact API entry point called. Its values are the trace format's
+// (docs/trace-format.md) and never change.
+type Op uint8
+
+const (
+	OpMalloc Op = iota + 1
+	OpCalloc
+	OpRealloc
+	OpReallocarray
+	OpFree
+	OpPosixMemalign
+	OpAlignedAlloc
+	OpMemalign
+	OpValloc
+	OpPvalloc
+	OpNew         // operator new (all plain variants: nothrow, aligned)
+	OpNewArray    // operator new[]
+	OpDelete      // operator delete (all variants: sized, aligned, nothrow)
+	OpDeleteArray // operator delete[]
+	OpMmap
+	OpMunmap
+	OpMremap
+	OpStrdup // only from mtrace input: the caller is the only frame
+)
+
+var opNames = [...]string{"", "malloc", "calloc", "realloc", "reallocarray", "free",
+	"posix_memalign", "aligned_alloc", "memalign", "valloc", "pvalloc",
+	"operator new", "operator new[]", "operator delete", "operator delete[]",
+	"mmap", "munmap", "mremap", "strdup"}
+
+func (o Op) String() string {
+	if int(o) < len(opNames) && o != 0 {
+		return opNames[o]
+	}
+	return "op?"
+}
+
+// Family groups ops whose blocks must be released by a matching op.
+type Family uint8
+
+const (
+	FamilyNone Family = iota
+	FamilyMalloc
+	FamilyNew
+	FamilyNewArray
+	FamilyMmap
+)
+
+func (f Family) String() string {
+	return [...]string{"none", "malloc", "new", "new[]", "mmap"}[f]
+}
+
+// Family tells which family an op allocates or releases.
+func (o Op) Family() Family {
+	switch o {
+	case OpNew, OpDelete:
+		return FamilyNew
+	case OpNewArray, OpDeleteArray:
+		return FamilyNewArray
+	case OpMmap, OpMunmap, OpMremap:
+		return FamilyMmap
+	case 0:
+		return FamilyNone
+	}
+	return FamilyMalloc
+}
+
+// Mmap flags carried in Event.Flags.
+const (
+	MapAnonymous = 1 << 0 // no file behind the mapping
+	MapShared    = 1 << 1
+	MapFile      = 1 << 2
+)
+
+// Event is one allocation-API call. Times are nanoseconds since the
+// process's trace started. Stack 0 means no stack was recorded.
+type Event struct {
+	Kind    Kind
+	Op      Op
+	Tid     uint32
+	Time    uint64
+	Time2   uint64
+	Addr    uint64
+	Size    uint64
+	OldAddr uint64
+	OldSize uint64
+	Stack   uint64
+	Flags   uint32
+}
+
+// Module is one loaded object (executable, shared library, vdso) at the
+// moment it was seen loaded.
+type Module struct {
+	Path     string
+	Base     uint64 // load bias: runtime address = file virtual address + Base
+	BuildID  []byte
+	Segments []Segment
+	Time     uint64 // when it was seen loaded
+	Unloaded uint64 // when it was dlclosed (0 = still loaded at exit)
+}
+
+// Segment is one PT_LOAD segment in runtime addresses.
+type Segment struct {
+	Start, End uint64
+	Exec       bool
+	Writable   bool
+}
+
+// Header holds the facts about a traced process.
+type Header struct {
+	Version   int
+	Pid       int
+	Ppid      int
+	Exe       string
+	Cmdline   []string
+	StartUnix int64  // wall-clock start, ns since the Unix epoch
+	Clock     string // clock the event times come from
+	Unwinder  string
+	Depth     int
+}
+
+// Handler receives what a decoder reads, in file order.
+type Handler interface {
+	Header(h *Header)
+	Module(m *Module)
+	Stack(id uint64, pcs []uint64)
+	Event(e *Event)
+}

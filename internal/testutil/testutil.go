@@ -1,0 +1,64 @@
+// Package testutil builds the C and C++ test programs for tests, so every
+// package's tests can run a real program without depending on make.
+package testutil
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+)
+
+var mu sync.Mutex
+
+// Root returns the repository root.
+func Root() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// BuildDir is where test binaries are cached between test runs.
+func BuildDir() string {
+	return filepath.Join(Root(), "build", "testprogs")
+}
+
+// Program compiles testprogs/<src> (a .c or .cc file) with debug info and
+// frame pointers into build/testprogs and returns the binary's path. A
+// binary newer than its source is reused. Extra arguments go to the
+// compiler (for example "-pthread" or "-ldl").
+func Program(t testing.TB, src string, extra ...string) string {
+	t.Helper()
+	mu.Lock()
+	defer mu.Unlock()
+	in := filepath.Join(Root(), "testprogs", src)
+	name := strings.TrimSuffix(strings.TrimSuffix(src, ".cc"), ".c")
+	out := filepath.Join(BuildDir(), name)
+	if newer(out, in) {
+		return out
+	}
+	if err := os.MkdirAll(BuildDir(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cc := "gcc"
+	if strings.HasSuffix(src, ".cc") {
+		cc = "g++"
+	}
+	args := append([]string{"-g", "-O0", "-fno-omit-frame-pointer", "-o", out, in, "-pthread", "-ldl"}, extra...)
+	cmd := exec.Command(cc, args...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", cc, strings.Join(args, " "), err, b)
+	}
+	return out
+}
+
+func newer(a, b string) bool {
+	sa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	sb, err := os.Stat(b)
+	return err == nil && !sa.ModTime().Before(sb.ModTime())
+}
