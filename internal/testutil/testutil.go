@@ -3,6 +3,7 @@
 package testutil
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,10 +47,16 @@ func Program(t testing.TB, src string, extra ...string) string {
 	if strings.HasSuffix(src, ".cc") {
 		cc = "g++"
 	}
-	args := append([]string{"-g", "-O0", "-fno-omit-frame-pointer", "-o", out, in, "-pthread", "-ldl"}, extra...)
+	// Packages test in parallel processes: build to a private name and
+	// rename, so no test ever runs a half-written binary.
+	tmp := fmt.Sprintf("%s.tmp%d", out, os.Getpid())
+	args := append([]string{"-g", "-O0", "-fno-omit-frame-pointer", "-o", tmp, in, "-pthread", "-ldl"}, extra...)
 	cmd := exec.Command(cc, args...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s %s: %v\n%s", cc, strings.Join(args, " "), err, b)
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		t.Fatal(err)
 	}
 	return out
 }
