@@ -152,6 +152,9 @@ type Header struct {
 	Clock     string // clock the event times come from
 	Unwinder  string
 	Depth     int
+	// Forked is set in a child's trace: blocks it frees may come from
+	// before the fork, which its trace does not hold.
+	Forked bool
 }
 
 // Handler receives what a decoder reads, in file order.

@@ -27,8 +27,12 @@ type Report struct {
 	Summary   map[string]Totals `json:"summary"`
 	Leaks     []Leak            `json:"leaks"`
 	Anomalies []Anomaly         `json:"anomalies"`
-	Warnings  []string          `json:"warnings,omitempty"`
-	Extra     map[string]any    `json:"extra,omitempty"`
+	// Implicit lists sites whose memory kept growing while the process ran
+	// and was released only at the end: no leak at exit, but what exhausts a
+	// long-running server.
+	Implicit []Leak         `json:"implicit,omitempty"`
+	Warnings []string       `json:"warnings,omitempty"`
+	Extra    map[string]any `json:"extra,omitempty"`
 }
 
 // Process describes one traced process.

@@ -1,0 +1,379 @@
+// Package analyze is the driver: it decodes traces (libleak or glibc
+// mtrace), replays them, names their frames and groups what leaked into a
+// report.Report. It prints nothing; the writers in analyzer/report do.
+package analyze
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"libleak/analyzer/event"
+	"libleak/analyzer/replay"
+	"libleak/analyzer/report"
+	"libleak/analyzer/traceformat"
+)
+
+// FrameSource names the frames of one process.
+type FrameSource interface {
+	Frames(pc uint64, returnAddress bool) []report.Frame
+}
+
+// Options select and shape what is reported.
+type Options struct {
+	// Group is "stack" (the whole stack, default), "top:N" (the N
+	// innermost frames) or "function" (the innermost frame's function).
+	Group    string
+	SortBy   string // "bytes" (default) or "blocks"
+	Top      int    // at most this many sites per report (0: all)
+	MinBytes uint64
+	Pids     []int
+	Exe      string // keep processes whose executable's base name or path matches
+	MinAge   time.Duration
+	// Symbolizer returns a FrameSource for a process's modules; nil leaves
+	// frames as module+address.
+	Symbolizer func(mods []event.Module) FrameSource
+	// Progress, when set, is called after each trace.
+	Progress func(done, total int, path string)
+}
+
+// Input is one decoded and replayed trace.
+type Input struct {
+	Path   string
+	Stats  traceformat.Stats
+	Replay *replay.Replay
+	Mtrace bool
+}
+
+// Load decodes and replays one trace file, detecting its format.
+func Load(path string) (*Input, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", path, unwrapPathErr(err))
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 1<<20)
+	head, _ := br.Peek(16)
+	in := &Input{Path: path, Replay: replay.New()}
+	switch {
+	case traceformat.Sniff(head):
+		in.Stats, err = traceformat.Decode(br, path, in.Replay)
+	case MtraceSniff != nil && MtraceSniff(head):
+		in.Mtrace = true
+		in.Stats, err = MtraceDecode(br, path, in.Replay)
+	default:
+		if len(head) == 0 {
+			return nil, fmt.Errorf("%s: empty file, not a trace", path)
+		}
+		return nil, fmt.Errorf("%s: not a libleak trace or glibc mtrace file", path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	in.Replay.Finish()
+	return in, nil
+}
+
+// MtraceSniff and MtraceDecode connect the glibc mtrace reader; they are
+// set by the package that provides it, so this driver does not depend on
+// every input format.
+var (
+	MtraceSniff  func(head []byte) bool
+	MtraceDecode func(r *bufio.Reader, name string, h event.Handler) (traceformat.Stats, error)
+)
+
+func unwrapPathErr(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
+
+// Run analyzes the traces at paths as one run.
+func Run(paths []string, o Options) (*report.Report, error) {
+	rep := &report.Report{Summary: map[string]report.Totals{}, Leaks: []report.Leak{}, Anomalies: []report.Anomaly{}}
+	for i, p := range paths {
+		in, err := Load(p)
+		if err != nil {
+			return nil, err
+		}
+		Add(rep, in, o)
+		if o.Progress != nil {
+			o.Progress(i+1, len(paths), p)
+		}
+	}
+	Finish(rep, o)
+	return rep, nil
+}
+
+// Add puts one trace's process, leaks and anomalies into rep.
+func Add(rep *report.Report, in *Input, o Options) {
+	r := in.Replay
+	h := r.Hdr
+	if !keepProcess(h, o) {
+		return
+	}
+	proc := report.Process{
+		Pid: h.Pid, Ppid: h.Ppid, Exe: h.Exe, Cmdline: h.Cmdline, Trace: in.Path,
+		Events: in.Stats.Events, Dropped: in.Stats.Dropped, Truncated: in.Stats.Truncated,
+		ExitStatus: -1, PeakBytes: r.Peak, PeakTimeNs: r.PeakTime, DurationNs: r.LastTime,
+	}
+	if in.Stats.Ended {
+		proc.ExitStatus = in.Stats.ExitStatus
+		if in.Stats.EndTime > proc.DurationNs {
+			proc.DurationNs = in.Stats.EndTime
+		}
+	}
+	if in.Mtrace {
+		proc.Truncated = false
+	}
+	rep.Processes = append(rep.Processes, proc)
+	for _, n := range in.Stats.Notes {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("pid %d: %s", h.Pid, n))
+	}
+	if in.Stats.Truncated && !in.Mtrace {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s: truncated after %d events: the process was killed or the file was cut; leaks are what was live at that point", in.Path, in.Stats.Events))
+	}
+	if in.Stats.Dropped > 0 {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("pid %d: %d events were dropped under overload; counts may be off by that much", h.Pid, in.Stats.Dropped))
+	}
+	if in.Stats.ExecPath != "" {
+		// Memory live when exec replaces the image is released with it:
+		// not a leak (valgrind does not check it either).
+		return
+	}
+
+	var frames func(stack uint64) []report.Frame
+	mods := make([]event.Module, len(r.Modules))
+	for i, m := range r.Modules {
+		mods[i] = *m
+	}
+	var src FrameSource
+	if o.Symbolizer != nil {
+		src = o.Symbolizer(mods)
+	}
+	cache := map[uint64][]report.Frame{}
+	frames = func(stack uint64) []report.Frame {
+		if f, ok := cache[stack]; ok {
+			return f
+		}
+		var out []report.Frame
+		for _, pc := range r.Stacks[stack] {
+			if src != nil {
+				out = append(out, src.Frames(pc, true)...)
+			} else {
+				out = append(out, rawFrame(mods, pc))
+			}
+		}
+		cache[stack] = out
+		return out
+	}
+
+	heap, maps := r.Live()
+	end := proc.DurationNs
+	type acc struct {
+		leak  report.Leak
+		times []uint64
+	}
+	groups := map[string]*acc{}
+	var order []string
+	add := func(b replay.Block, source string) {
+		if o.MinAge > 0 && end-b.Time < uint64(o.MinAge) {
+			return
+		}
+		fr := frames(b.Stack)
+		key := source + "\x00" + groupKey(fr, o.Group, b.Stack)
+		a := groups[key]
+		if a == nil {
+			a = &acc{leak: report.Leak{Pid: h.Pid, Kind: report.KindUnfreed, Source: source,
+				Frames: groupFrames(fr, o.Group), Family: b.Op.Family().String()}}
+			groups[key] = a
+			order = append(order, key)
+		}
+		a.leak.Bytes += b.Size
+		a.leak.Blocks++
+		a.times = append(a.times, b.Time)
+	}
+	for _, b := range heap {
+		add(b, report.SourceHeap)
+	}
+	for _, b := range maps {
+		add(b, report.SourceMmap)
+	}
+	for _, k := range order {
+		a := groups[k]
+		a.leak.Pattern = pattern(a.times, end)
+		if a.leak.Bytes < o.MinBytes {
+			continue
+		}
+		rep.Leaks = append(rep.Leaks, a.leak)
+	}
+
+	// Implicit leaks: sites whose memory kept growing and was released
+	// only at the end.
+	for _, s := range r.Sites {
+		if s.Live != 0 || s.Peak < 64<<10 || end == 0 || r.Peak == 0 {
+			continue
+		}
+		if s.PeakTime < end*7/10 || s.Peak*20 < r.Peak || s.PeakTime <= s.First {
+			continue
+		}
+		l := report.Leak{Pid: h.Pid, Kind: "implicit", Source: report.SourceHeap, Bytes: s.Peak, Blocks: s.Allocs,
+			Frames: groupFrames(frames(s.Stack), o.Group), Pattern: "implicit",
+			GrowthBytesPerSec: float64(s.Peak) / (float64(s.PeakTime-s.First) / 1e9)}
+		rep.Implicit = append(rep.Implicit, l)
+	}
+
+	for _, a := range r.Anomalies {
+		an := report.Anomaly{Pid: h.Pid, Type: a.Type, Address: a.Addr}
+		if a.Stack != 0 {
+			an.Frames = frames(a.Stack)
+		}
+		switch a.Type {
+		case replay.Mismatch:
+			an.Detail = fmt.Sprintf("allocated with %s, released with %s", a.Alloc, a.Op)
+		case replay.InvalidFree:
+			an.Detail = fmt.Sprintf("%s of an address not allocated (or already freed)", a.Op)
+		case replay.LostFree:
+			an.Detail = fmt.Sprintf("block from %s handed out again without a traced free", a.Alloc)
+		case replay.InvalidMunmap:
+			an.Detail = "munmap of a range that was not mapped"
+		}
+		rep.Anomalies = append(rep.Anomalies, an)
+	}
+}
+
+// pattern classifies a site's leaked blocks by when they were made.
+func pattern(times []uint64, end uint64) string {
+	if len(times) == 1 {
+		return "one-time"
+	}
+	if end == 0 {
+		return "occasional"
+	}
+	var deciles [10]bool
+	for _, t := range times {
+		d := int(t * 10 / (end + 1))
+		if d > 9 {
+			d = 9
+		}
+		deciles[d] = true
+	}
+	n := 0
+	for _, b := range deciles {
+		if b {
+			n++
+		}
+	}
+	if n >= 5 {
+		return "frequent"
+	}
+	return "occasional"
+}
+
+func keepProcess(h event.Header, o Options) bool {
+	if len(o.Pids) > 0 {
+		ok := false
+		for _, p := range o.Pids {
+			ok = ok || p == h.Pid
+		}
+		if !ok {
+			return false
+		}
+	}
+	if o.Exe != "" && o.Exe != h.Exe && o.Exe != filepath.Base(h.Exe) {
+		return false
+	}
+	return true
+}
+
+func rawFrame(mods []event.Module, pc uint64) report.Frame {
+	f := report.Frame{Function: "??", Address: pc}
+	for i := len(mods) - 1; i >= 0; i-- {
+		for _, s := range mods[i].Segments {
+			if pc >= s.Start && pc < s.End {
+				f.Module = mods[i].Path
+				return f
+			}
+		}
+	}
+	return f
+}
+
+func groupFrames(fr []report.Frame, group string) []report.Frame {
+	n := len(fr)
+	switch {
+	case group == "function":
+		n = min(1, n)
+	case strings.HasPrefix(group, "top:"):
+		var k int
+		fmt.Sscanf(group[4:], "%d", &k)
+		n = min(k, n)
+	}
+	out := make([]report.Frame, n)
+	copy(out, fr[:n])
+	if group != "" && group != "stack" {
+		for i := range out {
+			out[i].Address = 0 // one group holds several addresses
+		}
+	}
+	return out
+}
+
+func groupKey(fr []report.Frame, group string, stack uint64) string {
+	var b strings.Builder
+	for _, f := range groupFrames(fr, group) {
+		if f.Function == "??" {
+			fmt.Fprintf(&b, "%s+%x;", f.Module, f.Address)
+		} else {
+			fmt.Fprintf(&b, "%s|%s:%d;", f.Function, f.File, f.Line)
+		}
+	}
+	if len(fr) == 0 {
+		fmt.Fprintf(&b, "#%d", stack)
+	}
+	return b.String()
+}
+
+// Finish sorts and totals the report.
+func Finish(rep *report.Report, o Options) {
+	less := func(a, b report.Leak) bool {
+		if o.SortBy == "blocks" && a.Blocks != b.Blocks {
+			return a.Blocks > b.Blocks
+		}
+		if a.Bytes != b.Bytes {
+			return a.Bytes > b.Bytes
+		}
+		if a.Blocks != b.Blocks {
+			return a.Blocks > b.Blocks
+		}
+		if a.Pid != b.Pid {
+			return a.Pid < b.Pid
+		}
+		return frameKey(a.Frames) < frameKey(b.Frames)
+	}
+	sort.SliceStable(rep.Leaks, func(i, j int) bool { return less(rep.Leaks[i], rep.Leaks[j]) })
+	sort.SliceStable(rep.Implicit, func(i, j int) bool { return less(rep.Implicit[i], rep.Implicit[j]) })
+	sort.SliceStable(rep.Processes, func(i, j int) bool { return rep.Processes[i].Pid < rep.Processes[j].Pid })
+	for _, l := range rep.Leaks {
+		t := rep.Summary[l.Kind]
+		t.Bytes += l.Bytes
+		t.Blocks += l.Blocks
+		rep.Summary[l.Kind] = t
+	}
+	if o.Top > 0 && len(rep.Leaks) > o.Top {
+		rep.Leaks = rep.Leaks[:o.Top]
+	}
+}
+
+func frameKey(fr []report.Frame) string {
+	var b strings.Builder
+	for _, f := range fr {
+		fmt.Fprintf(&b, "%s %s %d %x;", f.Function, f.File, f.Line, f.Address)
+	}
+	return b.String()
+}

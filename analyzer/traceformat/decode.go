@@ -1,0 +1,453 @@
+// Package traceformat decodes libleak trace files (docs/trace-format.md)
+// into the event model, streaming: memory stays proportional to one frame.
+package traceformat
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+
+	"libleak/analyzer/event"
+)
+
+// Magic starts every trace file.
+const Magic = "LIBLEAK\n"
+
+// Version is the newest trace format this package reads.
+const Version = 1
+
+const (
+	recReset      = 0x01
+	recStack      = 0x02
+	recDropped    = 0x03
+	recHeader     = 0x40
+	recModule     = 0x41
+	recUnload     = 0x42
+	recEnd        = 0x43
+	recExec       = 0x44
+	recExecFailed = 0x45
+	recNote       = 0x47
+	recEvent      = 0x20
+
+	encRaw  = 0
+	encZstd = 1
+
+	maxFrame = 1 << 30
+)
+
+// End reasons.
+const (
+	EndExit           = 1
+	EndUnderscoreExit = 2
+	EndSignal         = 3
+	EndExec           = 4
+)
+
+// Stats is what a decode learned besides the events.
+type Stats struct {
+	Events    uint64
+	Frames    int
+	Bytes     int64 // size of the file read
+	Truncated bool  // the file ends inside a frame, or has no end record
+	// Ended is set when an end record was read: EndReason, ExitStatus.
+	Ended      bool
+	EndReason  int
+	ExitStatus int
+	EndTime    uint64
+	// Dropped counts events the shim could not record.
+	Dropped uint64
+	// ExecPath is set when the image was replaced by exec (the trace's
+	// last word is an exec record that did not fail).
+	ExecPath string
+	Notes    []string
+	Header   event.Header
+}
+
+// Sniff tells whether b begins a libleak trace.
+func Sniff(b []byte) bool { return len(b) >= len(Magic) && string(b[:len(Magic)]) == Magic }
+
+// DecodeFile decodes the trace at path. Errors name the file.
+func DecodeFile(path string, h event.Handler) (Stats, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Stats{}, fmt.Errorf("%s: %w", path, errors.Unwrap(err))
+	}
+	defer f.Close()
+	return Decode(bufio.NewReaderSize(f, 1<<20), path, h)
+}
+
+// FormatError is a corrupt or foreign input.
+type FormatError struct {
+	Name string
+	Msg  string
+}
+
+func (e *FormatError) Error() string { return e.Name + ": " + e.Msg }
+
+type slotState struct {
+	tid            uint32
+	lastT, lastAdr uint64
+}
+
+type decoder struct {
+	name        string
+	h           event.Handler
+	st          Stats
+	shift       uint
+	slots       map[uint64]*slotState
+	mods        map[[2]uint64]*event.Module
+	ev          event.Event
+	pcs         []uint64
+	pendingExec string
+}
+
+// Decode reads a trace from r; name is used in errors.
+func Decode(r io.Reader, name string, h event.Handler) (Stats, error) {
+	d := &decoder{name: name, h: h, shift: 6, slots: map[uint64]*slotState{}, mods: map[[2]uint64]*event.Module{}}
+	var fh [16]byte
+	n, err := io.ReadFull(r, fh[:])
+	d.st.Bytes += int64(n)
+	if err != nil || !Sniff(fh[:]) {
+		if n == 0 {
+			return d.st, &FormatError{name, "empty file, not a libleak trace"}
+		}
+		if Sniff(fh[:n]) {
+			d.st.Truncated = true
+			return d.st, nil
+		}
+		return d.st, &FormatError{name, "not a libleak trace (bad magic)"}
+	}
+	if v := binary.LittleEndian.Uint32(fh[8:]); v != Version {
+		return d.st, &FormatError{name, fmt.Sprintf("trace format version %d, this leakanalyze reads %d", v, Version)}
+	}
+	zd, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxFrame))
+	if err != nil {
+		return d.st, err
+	}
+	defer zd.Close()
+	var payload, raw []byte
+	for {
+		var hdr [16]byte
+		n, err := io.ReadFull(r, hdr[:])
+		d.st.Bytes += int64(n)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			d.st.Truncated = true
+			break
+		}
+		stored := binary.LittleEndian.Uint32(hdr[0:])
+		rawLen := binary.LittleEndian.Uint32(hdr[4:])
+		enc := hdr[8]
+		crc := binary.LittleEndian.Uint32(hdr[12:])
+		if stored > maxFrame || rawLen > maxFrame || (enc != encRaw && enc != encZstd) {
+			return d.st, &FormatError{name, fmt.Sprintf("corrupt frame header at byte %d", d.st.Bytes-16)}
+		}
+		if cap(payload) < int(stored) {
+			payload = make([]byte, stored)
+		}
+		payload = payload[:stored]
+		n, err = io.ReadFull(r, payload)
+		d.st.Bytes += int64(n)
+		if err != nil {
+			d.st.Truncated = true
+			break
+		}
+		if crc32.ChecksumIEEE(payload) != crc {
+			return d.st, &FormatError{name, fmt.Sprintf("checksum mismatch in frame %d at byte %d", d.st.Frames+1, d.st.Bytes-int64(stored)-16)}
+		}
+		data := payload
+		if enc == encZstd {
+			raw, err = zd.DecodeAll(payload, raw[:0])
+			if err != nil || len(raw) != int(rawLen) {
+				return d.st, &FormatError{name, fmt.Sprintf("frame %d does not decompress", d.st.Frames+1)}
+			}
+			data = raw
+		}
+		d.st.Frames++
+		if err := d.frame(data); err != nil {
+			return d.st, &FormatError{name, fmt.Sprintf("frame %d: %v", d.st.Frames, err)}
+		}
+	}
+	if !d.st.Ended && d.pendingExec == "" {
+		d.st.Truncated = true
+	}
+	d.st.ExecPath = d.pendingExec
+	return d.st, nil
+}
+
+var errShort = errors.New("record runs past the end of its piece")
+
+type buf struct {
+	b   []byte
+	off int
+	err error
+}
+
+func (b *buf) byte() byte {
+	if b.off >= len(b.b) {
+		b.err = errShort
+		return 0
+	}
+	c := b.b[b.off]
+	b.off++
+	return c
+}
+
+func (b *buf) uvarint() uint64 {
+	v, n := binary.Uvarint(b.b[b.off:])
+	if n <= 0 {
+		b.err = errShort
+		b.off = len(b.b)
+		return 0
+	}
+	b.off += n
+	return v
+}
+
+func (b *buf) svarint() int64 {
+	u := b.uvarint()
+	return int64(u>>1) ^ -int64(u&1)
+}
+
+func (b *buf) bytes(n uint64) []byte {
+	if n > uint64(len(b.b)-b.off) {
+		b.err = errShort
+		b.off = len(b.b)
+		return nil
+	}
+	s := b.b[b.off : b.off+int(n)]
+	b.off += int(n)
+	return s
+}
+
+func (b *buf) string() string { return string(b.bytes(b.uvarint())) }
+
+func (d *decoder) frame(data []byte) error {
+	f := buf{b: data}
+	for f.off < len(f.b) {
+		slot := f.uvarint()
+		n := f.uvarint()
+		piece := f.bytes(n)
+		if f.err != nil {
+			return fmt.Errorf("piece header: %v", f.err)
+		}
+		var err error
+		if slot == 0 {
+			err = d.process(piece)
+		} else {
+			s := d.slots[slot]
+			if s == nil {
+				s = &slotState{}
+				d.slots[slot] = s
+			}
+			err = d.thread(s, piece)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *decoder) ns(units uint64) uint64 { return units << d.shift }
+
+func (d *decoder) process(p []byte) error {
+	b := buf{b: p}
+	for b.off < len(b.b) && b.err == nil {
+		tag := b.byte()
+		switch tag {
+		case recHeader:
+			h := &d.st.Header
+			h.Version = int(b.uvarint())
+			h.Pid = int(b.uvarint())
+			h.Ppid = int(b.uvarint())
+			h.Exe = b.string()
+			cmd := b.bytes(b.uvarint())
+			h.Cmdline = strings.Split(strings.TrimRight(string(cmd), "\x00"), "\x00")
+			h.StartUnix = int64(b.uvarint())
+			h.Clock = b.string()
+			d.shift = uint(b.uvarint())
+			h.Unwinder = b.string()
+			h.Depth = int(b.uvarint())
+			flags := b.uvarint()
+			h.Forked = flags&1 != 0
+			if d.shift > 32 {
+				return fmt.Errorf("bad time unit 2^%d ns", d.shift)
+			}
+			if b.err == nil {
+				d.h.Header(h)
+			}
+		case recModule:
+			m := &event.Module{Time: d.ns(b.uvarint())}
+			m.Path = b.string()
+			m.Base = b.uvarint()
+			m.BuildID = append([]byte(nil), b.bytes(b.uvarint())...)
+			nseg := b.uvarint()
+			if nseg > 64 {
+				return fmt.Errorf("module %q with %d segments", m.Path, nseg)
+			}
+			for i := uint64(0); i < nseg; i++ {
+				start := b.uvarint()
+				size := b.uvarint()
+				fl := b.byte()
+				m.Segments = append(m.Segments, event.Segment{Start: start, End: start + size, Exec: fl&1 != 0, Writable: fl&2 != 0})
+			}
+			if b.err == nil {
+				first := uint64(0)
+				if len(m.Segments) > 0 {
+					first = m.Segments[0].Start
+				}
+				d.mods[[2]uint64{m.Base, first}] = m
+				d.h.Module(m)
+			}
+		case recUnload:
+			t := d.ns(b.uvarint())
+			base := b.uvarint()
+			first := b.uvarint()
+			if m := d.mods[[2]uint64{base, first}]; m != nil && b.err == nil {
+				m.Unloaded = t
+				delete(d.mods, [2]uint64{base, first})
+				d.h.Module(m)
+			}
+		case recEnd:
+			d.st.EndTime = d.ns(b.uvarint())
+			d.st.EndReason = int(b.uvarint())
+			d.st.ExitStatus = int(b.svarint())
+			d.st.Dropped = b.uvarint()
+			d.st.Ended = b.err == nil
+		case recExec:
+			b.uvarint()
+			d.pendingExec = b.string()
+			if d.pendingExec == "" {
+				d.pendingExec = "?"
+			}
+		case recExecFailed:
+			b.uvarint()
+			d.pendingExec = ""
+		case recNote:
+			b.uvarint()
+			d.st.Notes = append(d.st.Notes, b.string())
+		default:
+			return fmt.Errorf("unknown process record 0x%02x", tag)
+		}
+	}
+	return b.err
+}
+
+func (d *decoder) thread(s *slotState, p []byte) error {
+	b := buf{b: p}
+	e := &d.ev
+	for b.off < len(b.b) && b.err == nil {
+		tag := b.byte()
+		switch {
+		case tag == recReset:
+			s.tid = uint32(b.uvarint())
+			s.lastT = b.uvarint()
+			s.lastAdr = 0
+		case tag == recStack:
+			id := b.uvarint()
+			n := b.uvarint()
+			if n > 1024 {
+				return fmt.Errorf("stack of %d frames", n)
+			}
+			d.pcs = d.pcs[:0]
+			var pc uint64
+			for i := uint64(0); i < n; i++ {
+				pc += uint64(b.svarint())
+				d.pcs = append(d.pcs, pc)
+			}
+			if b.err == nil {
+				d.h.Stack(id, d.pcs)
+			}
+		case tag == recDropped:
+			d.st.Dropped += b.uvarint()
+		case tag > recEvent && tag <= recEvent+uint8(event.OpMremap):
+			*e = event.Event{Op: event.Op(tag - recEvent), Tid: s.tid}
+			if err := d.event(s, &b, e); err != nil {
+				return err
+			}
+			if b.err == nil {
+				d.st.Events++
+				d.h.Event(e)
+			}
+		default:
+			return fmt.Errorf("unknown record 0x%02x", tag)
+		}
+	}
+	return b.err
+}
+
+func (d *decoder) time(s *slotState, b *buf) uint64 {
+	s.lastT += b.uvarint()
+	return d.ns(s.lastT)
+}
+
+func (d *decoder) addr(s *slotState, b *buf) uint64 {
+	s.lastAdr += uint64(b.svarint())
+	return s.lastAdr
+}
+
+func (d *decoder) event(s *slotState, b *buf, e *event.Event) error {
+	switch e.Op {
+	case event.OpFree, event.OpDelete, event.OpDeleteArray:
+		e.Kind = event.Free
+		e.Time = d.time(s, b)
+		e.Addr = d.addr(s, b)
+	case event.OpRealloc, event.OpReallocarray:
+		e.Time = d.time(s, b)
+		dt := b.uvarint()
+		e.Time2 = e.Time + d.ns(dt)
+		s.lastT += dt
+		e.OldAddr = d.addr(s, b)
+		e.Addr = d.addr(s, b)
+		e.Size = b.uvarint()
+		e.Stack = b.uvarint()
+		switch {
+		case e.OldAddr == 0:
+			e.Kind, e.Time = event.Alloc, e.Time2
+		case e.Addr == 0:
+			e.Kind, e.Addr, e.OldAddr = event.Free, e.OldAddr, 0
+		default:
+			e.Kind = event.Realloc
+		}
+	case event.OpMmap:
+		e.Kind = event.Mmap
+		e.Time = d.time(s, b)
+		e.Addr = d.addr(s, b)
+		e.Size = b.uvarint()
+		e.Flags = uint32(b.uvarint())
+		e.Stack = b.uvarint()
+	case event.OpMunmap:
+		e.Kind = event.Munmap
+		e.Time = d.time(s, b)
+		e.Addr = d.addr(s, b)
+		e.Size = b.uvarint()
+	case event.OpMremap:
+		e.Kind = event.Mremap
+		e.Time = d.time(s, b)
+		dt := b.uvarint()
+		e.Time2 = e.Time + d.ns(dt)
+		s.lastT += dt
+		e.OldAddr = d.addr(s, b)
+		e.OldSize = b.uvarint()
+		e.Addr = d.addr(s, b)
+		e.Size = b.uvarint()
+		e.Stack = b.uvarint()
+	default:
+		e.Kind = event.Alloc
+		e.Time = d.time(s, b)
+		e.Addr = d.addr(s, b)
+		e.Size = b.uvarint()
+		e.Stack = b.uvarint()
+	}
+	return nil
+}

@@ -1,0 +1,551 @@
+// The hook table: every allocation entry point libleak interposes, the
+// dlsym bootstrap, and the recursion guard. Each hook calls the real
+// function and, unless the call comes from the tracer itself, records it.
+//
+// Three filters keep the tracer out of its own trace (the Go runtime's
+// heap maps, the unwinder's and dlsym's allocations): t_guard is held while
+// the tracer works on a thread, t_tracer marks threads the tracer created,
+// and calls whose return address lies in our own text are passed through.
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+HIDDEN struct real_fns real;
+HIDDEN TLS int t_guard;
+HIDDEN TLS int t_tracer;
+// Set inside a C++ operator so the malloc it calls is not recorded twice.
+static TLS int t_cxx;
+
+// dlsym can allocate before the real allocator is known (a failed lookup
+// always does): serve those requests from a static arena whose blocks
+// free and realloc recognise.
+static char boot_arena[64 << 10] __attribute__((aligned(64)));
+static size_t boot_used;
+
+static int is_boot(const void *p) {
+	return (const char *)p >= boot_arena && (const char *)p < boot_arena + sizeof boot_arena;
+}
+
+static void *boot_alloc(size_t n, size_t align) {
+	if (align < 16)
+		align = 16;
+	size_t off = (__atomic_load_n(&boot_used, __ATOMIC_RELAXED) + 16 + align - 1) & ~(align - 1);
+	if (off + n > sizeof boot_arena)
+		return NULL;
+	__atomic_store_n(&boot_used, off + n, __ATOMIC_RELAXED);
+	((size_t *)(boot_arena + off))[-1] = n;
+	return boot_arena + off;
+}
+
+static size_t boot_size(const void *p) { return ((const size_t *)p)[-1]; }
+
+static void *(*real_reallocarray)(void *, size_t, size_t);
+static int (*real_posix_memalign)(void **, size_t, size_t);
+static void *(*real_aligned_alloc)(size_t, size_t);
+static void *(*real_memalign)(size_t, size_t);
+static void *(*real_valloc)(size_t);
+static void *(*real_pvalloc)(size_t);
+static size_t (*real_malloc_usable_size)(void *);
+static void *(*real_mmap64)(void *, size_t, int, int, int, off_t);
+static int (*real_execv)(const char *, char *const[]);
+static int (*real_execvp)(const char *, char *const[]);
+static int (*real_execvpe)(const char *, char *const[], char *const[]);
+static int (*real_fexecve)(int, char *const[], char *const[]);
+static int (*real_execveat)(int, const char *, char *const[], char *const[], int);
+static void (*real__Exit)(int) __attribute__((noreturn));
+static __sighandler_t (*real_signal)(int, __sighandler_t);
+
+static void *next(const char *name) { return dlsym(RTLD_NEXT, name); }
+
+HIDDEN void hooks_init(void) {
+	static int busy;
+	if (real.free || __atomic_exchange_n(&busy, 1, __ATOMIC_ACQ_REL))
+		return;
+	t_guard++;
+	real.malloc = next("malloc");
+	real.calloc = next("calloc");
+	real.realloc = next("realloc");
+	real_reallocarray = next("reallocarray");
+	real_posix_memalign = next("posix_memalign");
+	real_aligned_alloc = next("aligned_alloc");
+	real_memalign = next("memalign");
+	real_valloc = next("valloc");
+	real_pvalloc = next("pvalloc");
+	real_malloc_usable_size = next("malloc_usable_size");
+	real.mmap = next("mmap");
+	real_mmap64 = next("mmap64");
+	real.munmap = next("munmap");
+	real.mremap = next("mremap");
+	real.dlopen = next("dlopen");
+	real.dlclose = next("dlclose");
+	real.pthread_create = next("pthread_create");
+	real.fork = next("fork");
+	real._exit = next("_exit");
+	real__Exit = next("_Exit");
+	real.sigaction = next("sigaction");
+	real_signal = next("signal");
+	real.execve = next("execve");
+	real_execv = next("execv");
+	real_execvp = next("execvp");
+	real_execvpe = next("execvpe");
+	real_fexecve = next("fexecve");
+	real_execveat = next("execveat");
+	__atomic_store_n(&real.free, (void (*)(void *))next("free"), __ATOMIC_RELEASE);
+	t_guard--;
+}
+
+// The constructor makes the rest of the tracer ready: settings, the trace
+// file, the module map, the Go writer.
+__attribute__((constructor(101))) static void libleak_init(void) {
+	hooks_init();
+	process_init();
+}
+
+// recording tells whether this call should be recorded: not from the
+// tracer itself, and only while tracing is on.
+static inline int recording(void *ra) {
+	return LIKELY(leak_active) && !(t_guard | t_tracer | t_cxx) &&
+	       (uintptr_t)ra - self_text_lo >= self_text_hi - self_text_lo;
+}
+
+#define RA __builtin_return_address(0)
+#define SP ((uintptr_t)__builtin_frame_address(0))
+
+// ---- the malloc family ----------------------------------------------------
+
+void *malloc(size_t n) {
+	if (UNLIKELY(!real.malloc)) {
+		hooks_init();
+		if (!real.malloc)
+			return boot_alloc(n, 16);
+	}
+	if (!recording(RA))
+		return real.malloc(n);
+	void *p = real.malloc(n);
+	if (LIKELY(p != NULL))
+		rec_alloc(OP_MALLOC, p, n, SP);
+	return p;
+}
+
+void *calloc(size_t n, size_t size) {
+	if (UNLIKELY(!real.calloc)) {
+		hooks_init();
+		if (!real.calloc) {
+			size_t total;
+			if (__builtin_mul_overflow(n, size, &total))
+				return NULL;
+			return boot_alloc(total, 16); // the arena is zeroed
+		}
+	}
+	if (!recording(RA))
+		return real.calloc(n, size);
+	void *p = real.calloc(n, size);
+	if (LIKELY(p != NULL))
+		rec_alloc(OP_CALLOC, p, n * size, SP);
+	return p;
+}
+
+static void *boot_realloc(void *old, size_t n) {
+	size_t have = boot_size(old);
+	void *p = real.malloc ? real.malloc(n) : boot_alloc(n, 16);
+	if (p)
+		memcpy(p, old, have < n ? have : n);
+	return p;
+}
+
+void *realloc(void *old, size_t n) {
+	if (UNLIKELY(!real.realloc)) {
+		hooks_init();
+		if (!real.realloc)
+			return old ? boot_realloc(old, n) : boot_alloc(n, 16);
+	}
+	if (UNLIKELY(old && is_boot(old)))
+		return boot_realloc(old, n);
+	if (!recording(RA))
+		return real.realloc(old, n);
+	uint64_t t0 = now_units();
+	void *p = real.realloc(old, n);
+	// realloc(p, 0) frees p and returns NULL; a failed realloc keeps p.
+	if (p != NULL || (old != NULL && n == 0))
+		rec_realloc(OP_REALLOC, old, p, n, t0);
+	return p;
+}
+
+void *reallocarray(void *old, size_t n, size_t size) {
+	size_t total;
+	if (UNLIKELY(!real_reallocarray || (old && is_boot(old)))) {
+		if (__builtin_mul_overflow(n, size, &total)) {
+			errno = ENOMEM;
+			return NULL;
+		}
+		return realloc(old, total);
+	}
+	if (!recording(RA))
+		return real_reallocarray(old, n, size);
+	uint64_t t0 = now_units();
+	void *p = real_reallocarray(old, n, size);
+	if (p != NULL || (old != NULL && n * size == 0))
+		rec_realloc(OP_REALLOCARRAY, old, p, n * size, t0);
+	return p;
+}
+
+void free(void *p) {
+	if (UNLIKELY(p == NULL || is_boot(p)))
+		return;
+	if (UNLIKELY(!real.free)) // a block from the arena's era that is not ours: leak it
+		return;
+	if (!recording(RA)) {
+		real.free(p);
+		return;
+	}
+	uint64_t t0 = now_units();
+	real.free(p);
+	rec_free(OP_FREE, p, t0);
+}
+
+int posix_memalign(void **out, size_t align, size_t n) {
+	if (UNLIKELY(!real_posix_memalign)) {
+		hooks_init();
+		if (!real_posix_memalign) {
+			*out = boot_alloc(n, align);
+			return *out ? 0 : ENOMEM;
+		}
+	}
+	if (!recording(RA))
+		return real_posix_memalign(out, align, n);
+	int rc = real_posix_memalign(out, align, n);
+	if (rc == 0 && *out)
+		rec_alloc(OP_POSIX_MEMALIGN, *out, n, SP);
+	return rc;
+}
+
+#define ALIGNED_HOOK(name, op, realfn, params, args, size)                    \
+	void *name params {                                                   \
+		if (UNLIKELY(!realfn)) {                                      \
+			hooks_init();                                         \
+			if (!realfn)                                          \
+				return NULL;                                  \
+		}                                                             \
+		if (!recording(RA))                                           \
+			return realfn args;                                   \
+		void *p = realfn args;                                        \
+		if (p)                                                        \
+			rec_alloc(op, p, size, SP);                           \
+		return p;                                                     \
+	}
+
+ALIGNED_HOOK(aligned_alloc, OP_ALIGNED_ALLOC, real_aligned_alloc, (size_t a, size_t n), (a, n), n)
+ALIGNED_HOOK(memalign, OP_MEMALIGN, real_memalign, (size_t a, size_t n), (a, n), n)
+ALIGNED_HOOK(valloc, OP_VALLOC, real_valloc, (size_t n), (n), n)
+ALIGNED_HOOK(pvalloc, OP_PVALLOC, real_pvalloc, (size_t n), (n), n)
+
+size_t malloc_usable_size(void *p) {
+	if (p && is_boot(p))
+		return boot_size(p);
+	if (UNLIKELY(!real_malloc_usable_size))
+		hooks_init();
+	return real_malloc_usable_size ? real_malloc_usable_size(p) : 0;
+}
+
+// ---- C++ operators --------------------------------------------------------
+// The real operators (libstdc++'s) keep their semantics: new_handler loops,
+// std::bad_alloc. They call malloc/free, which must not be recorded again,
+// and nothrow/sized/aligned variants call the plain ones: only the
+// outermost operator records.
+
+#define NEW_HOOK(sym, op, params, args, size)                                 \
+	void *sym params {                                                    \
+		static void *(*realfn) params;                                \
+		if (UNLIKELY(!realfn))                                        \
+			realfn = next(#sym);                                  \
+		if (!recording(RA))                                           \
+			return realfn args;                                   \
+		t_cxx++;                                                      \
+		void *p = realfn args;                                        \
+		t_cxx--;                                                      \
+		if (p)                                                        \
+			rec_alloc(op, p, size, SP);                           \
+		return p;                                                     \
+	}
+
+#define DELETE_HOOK(sym, op, params, args)                                    \
+	void sym params {                                                     \
+		static void (*realfn) params;                                 \
+		if (UNLIKELY(!realfn))                                        \
+			realfn = next(#sym);                                  \
+		if (p == NULL || !recording(RA)) {                            \
+			realfn args;                                          \
+			return;                                               \
+		}                                                             \
+		uint64_t t0 = now_units();                                    \
+		t_cxx++;                                                      \
+		realfn args;                                                  \
+		t_cxx--;                                                      \
+		rec_free(op, p, t0);                                          \
+	}
+
+typedef struct nothrow_t nothrow_t;
+NEW_HOOK(_Znwm, OP_NEW, (size_t n), (n), n)
+NEW_HOOK(_Znam, OP_NEW_ARRAY, (size_t n), (n), n)
+NEW_HOOK(_ZnwmRKSt9nothrow_t, OP_NEW, (size_t n, const nothrow_t *t), (n, t), n)
+NEW_HOOK(_ZnamRKSt9nothrow_t, OP_NEW_ARRAY, (size_t n, const nothrow_t *t), (n, t), n)
+NEW_HOOK(_ZnwmSt11align_val_t, OP_NEW, (size_t n, size_t a), (n, a), n)
+NEW_HOOK(_ZnamSt11align_val_t, OP_NEW_ARRAY, (size_t n, size_t a), (n, a), n)
+NEW_HOOK(_ZnwmSt11align_val_tRKSt9nothrow_t, OP_NEW, (size_t n, size_t a, const nothrow_t *t), (n, a, t), n)
+NEW_HOOK(_ZnamSt11align_val_tRKSt9nothrow_t, OP_NEW_ARRAY, (size_t n, size_t a, const nothrow_t *t), (n, a, t), n)
+
+DELETE_HOOK(_ZdlPv, OP_DELETE, (void *p), (p))
+DELETE_HOOK(_ZdaPv, OP_DELETE_ARRAY, (void *p), (p))
+DELETE_HOOK(_ZdlPvm, OP_DELETE, (void *p, size_t n), (p, n))
+DELETE_HOOK(_ZdaPvm, OP_DELETE_ARRAY, (void *p, size_t n), (p, n))
+DELETE_HOOK(_ZdlPvRKSt9nothrow_t, OP_DELETE, (void *p, const nothrow_t *t), (p, t))
+DELETE_HOOK(_ZdaPvRKSt9nothrow_t, OP_DELETE_ARRAY, (void *p, const nothrow_t *t), (p, t))
+DELETE_HOOK(_ZdlPvSt11align_val_t, OP_DELETE, (void *p, size_t a), (p, a))
+DELETE_HOOK(_ZdaPvSt11align_val_t, OP_DELETE_ARRAY, (void *p, size_t a), (p, a))
+DELETE_HOOK(_ZdlPvmSt11align_val_t, OP_DELETE, (void *p, size_t n, size_t a), (p, n, a))
+DELETE_HOOK(_ZdaPvmSt11align_val_t, OP_DELETE_ARRAY, (void *p, size_t n, size_t a), (p, n, a))
+DELETE_HOOK(_ZdlPvSt11align_val_tRKSt9nothrow_t, OP_DELETE, (void *p, size_t a, const nothrow_t *t), (p, a, t))
+DELETE_HOOK(_ZdaPvSt11align_val_tRKSt9nothrow_t, OP_DELETE_ARRAY, (void *p, size_t a, const nothrow_t *t), (p, a, t))
+
+// ---- mappings ---------------------------------------------------------------
+
+static void *do_mmap(void *(*fn)(void *, size_t, int, int, int, off_t), void *ra, uintptr_t sp,
+		     void *addr, size_t len, int prot, int flags, int fd, off_t off) {
+	if (UNLIKELY(!fn)) {
+		hooks_init();
+		fn = real.mmap;
+		if (!fn) // before dlsym answered: the raw system call
+			return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+	}
+	if (!recording(ra))
+		return fn(addr, len, prot, flags, fd, off);
+	void *p = fn(addr, len, prot, flags, fd, off);
+	if (p != MAP_FAILED)
+		rec_mmap(p, len, prot, flags);
+	(void)sp;
+	return p;
+}
+
+void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
+	return do_mmap(real.mmap, RA, SP, addr, len, prot, flags, fd, off);
+}
+
+void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
+	return do_mmap(real_mmap64 ? real_mmap64 : real.mmap, RA, SP, addr, len, prot, flags, fd, off);
+}
+
+int munmap(void *addr, size_t len) {
+	if (UNLIKELY(!real.munmap)) {
+		hooks_init();
+		if (!real.munmap)
+			return syscall(SYS_munmap, addr, len);
+	}
+	if (!recording(RA))
+		return real.munmap(addr, len);
+	uint64_t t0 = now_units();
+	int rc = real.munmap(addr, len);
+	if (rc == 0)
+		rec_munmap(addr, len, t0);
+	return rc;
+}
+
+void *mremap(void *old, size_t oldlen, size_t len, int flags, ...) {
+	void *target = NULL;
+	if (flags & MREMAP_FIXED) {
+		va_list ap;
+		va_start(ap, flags);
+		target = va_arg(ap, void *);
+		va_end(ap);
+	}
+	if (UNLIKELY(!real.mremap))
+		hooks_init();
+	if (!recording(RA))
+		return real.mremap(old, oldlen, len, flags, target);
+	uint64_t t0 = now_units();
+	void *p = real.mremap(old, oldlen, len, flags, target);
+	if (p != MAP_FAILED)
+		rec_mremap(old, oldlen, p, len, t0);
+	return p;
+}
+
+// ---- modules ------------------------------------------------------------------
+
+void *dlopen(const char *file, int mode) {
+	if (UNLIKELY(!real.dlopen))
+		hooks_init();
+	void *h = real.dlopen(file, mode);
+	if (h && leak_active && !t_guard) {
+		int e = errno;
+		modules_scan();
+		errno = e;
+	}
+	return h;
+}
+
+int dlclose(void *h) {
+	if (UNLIKELY(!real.dlclose))
+		hooks_init();
+	int rc = real.dlclose(h);
+	if (rc == 0 && leak_active && !t_guard) {
+		int e = errno;
+		modules_scan();
+		errno = e;
+	}
+	return rc;
+}
+
+// ---- threads ------------------------------------------------------------------
+
+struct start {
+	void *(*fn)(void *);
+	void *arg;
+	int tracer;
+};
+
+static void *thread_start(void *p) {
+	struct start s = *(struct start *)p;
+	t_guard++;
+	real.free(p);
+	t_guard--;
+	if (s.tracer)
+		t_tracer = 1;
+	return s.fn(s.arg);
+}
+
+int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *), void *arg) {
+	if (UNLIKELY(!real.pthread_create))
+		hooks_init();
+	int ours = t_guard || t_tracer ||
+		   (uintptr_t)RA - self_text_lo < self_text_hi - self_text_lo;
+	t_guard++;
+	struct start *s = real.malloc(sizeof *s);
+	t_guard--;
+	if (!s) // cannot wrap: the thread runs unmarked, which only costs accuracy
+		return real.pthread_create(th, attr, fn, arg);
+	s->fn = fn;
+	s->arg = arg;
+	s->tracer = ours;
+	int rc = real.pthread_create(th, attr, thread_start, s);
+	if (rc != 0) {
+		t_guard++;
+		real.free(s);
+		t_guard--;
+	}
+	return rc;
+}
+
+// ---- process end and replacement ------------------------------------------------
+
+void _exit(int status) {
+	if (UNLIKELY(!real._exit))
+		hooks_init();
+	finish(END__EXIT, status);
+	real._exit(status);
+}
+
+void _Exit(int status) {
+	if (UNLIKELY(!real__Exit))
+		hooks_init();
+	finish(END__EXIT, status);
+	real__Exit(status);
+}
+
+#define EXEC_WRAP(call, path)                                                 \
+	do {                                                                  \
+		if (UNLIKELY(!real.execve))                                   \
+			hooks_init();                                         \
+		int e_;                                                       \
+		exec_prepare(path);                                           \
+		int rc_ = call;                                               \
+		e_ = errno;                                                   \
+		exec_failed();                                                \
+		errno = e_;                                                   \
+		return rc_;                                                   \
+	} while (0)
+
+int execve(const char *path, char *const argv[], char *const envp[]) {
+	EXEC_WRAP(real.execve(path, argv, envp), path);
+}
+int execv(const char *path, char *const argv[]) { EXEC_WRAP(real_execv(path, argv), path); }
+int execvp(const char *file, char *const argv[]) { EXEC_WRAP(real_execvp(file, argv), file); }
+int execvpe(const char *file, char *const argv[], char *const envp[]) {
+	EXEC_WRAP(real_execvpe(file, argv, envp), file);
+}
+int fexecve(int fd, char *const argv[], char *const envp[]) {
+	EXEC_WRAP(real_fexecve(fd, argv, envp), "(fexecve)");
+}
+int execveat(int dirfd, const char *path, char *const argv[], char *const envp[], int flags) {
+	EXEC_WRAP(real_execveat(dirfd, path, argv, envp, flags), path);
+}
+
+// The execl family is variadic: collect the arguments and use the vector
+// forms above, so every exec variant flushes the same way.
+#define COLLECT_ARGS(first, last_ap, argv, envp_out)                          \
+	size_t n_ = 1;                                                        \
+	va_list ap_;                                                          \
+	va_start(ap_, last_ap);                                               \
+	while (va_arg(ap_, char *) != NULL)                                   \
+		n_++;                                                         \
+	va_end(ap_);                                                          \
+	char **argv = __builtin_alloca((n_ + 1) * sizeof(char *));           \
+	va_start(ap_, last_ap);                                               \
+	argv[0] = (char *)first;                                              \
+	for (size_t i_ = 1; i_ <= n_; i_++)                                   \
+		argv[i_] = va_arg(ap_, char *);                               \
+	envp_out;                                                             \
+	va_end(ap_)
+
+int execl(const char *path, const char *arg, ...) {
+	COLLECT_ARGS(arg, arg, argv, (void)0);
+	return execv(path, argv);
+}
+int execlp(const char *file, const char *arg, ...) {
+	COLLECT_ARGS(arg, arg, argv, (void)0);
+	return execvp(file, argv);
+}
+int execle(const char *path, const char *arg, ...) {
+	char **envp;
+	COLLECT_ARGS(arg, arg, argv, envp = va_arg(ap_, char **));
+	return execve(path, argv, envp);
+}
+
+// ---- signals ----------------------------------------------------------------------
+// sigaction and signal are hooked only for the crash signals, where the
+// tracer keeps its own handler first and chains to the program's (see
+// process.c). All other signals go straight through.
+HIDDEN int crash_sigaction(int sig, const struct sigaction *act, struct sigaction *old, int *handled);
+
+int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
+	if (UNLIKELY(!real.sigaction))
+		hooks_init();
+	int handled = 0;
+	int rc = crash_sigaction(sig, act, old, &handled);
+	if (handled)
+		return rc;
+	return real.sigaction(sig, act, old);
+}
+
+__sighandler_t signal(int sig, __sighandler_t h) {
+	if (UNLIKELY(!real_signal))
+		hooks_init();
+	struct sigaction act, old;
+	int handled = 0;
+	memset(&act, 0, sizeof act);
+	act.sa_handler = h;
+	act.sa_flags = SA_RESTART;
+	int rc = crash_sigaction(sig, &act, &old, &handled);
+	if (handled)
+		return rc == 0 ? old.sa_handler : SIG_ERR;
+	return real_signal(sig, h);
+}

@@ -1,0 +1,645 @@
+// Process life: settings, the trace file, the hand-shake with the Go
+// writer, fork, exec, exit and crash handling.
+//
+// Go's threads do not survive fork, so a forked child switches to writing
+// uncompressed frames itself (leak_c_writer). Exit paths flush
+// synchronously, with a time limit, so the program is never held hostage.
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <link.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+HIDDEN struct settings cfg;
+HIDDEN int leak_active;
+HIDDEN pid_t leak_pid;
+HIDDEN int leak_c_writer;
+HIDDEN uintptr_t self_text_lo, self_text_hi;
+HIDDEN volatile int go_writer_alive;
+
+HIDDEN void rec_clock_start(void);
+HIDDEN void modules_reset(void);
+
+static int fd = -1;
+static dev_t fd_dev;
+static ino_t fd_ino;
+static char path[PATH_MAX];
+static int finished;
+static int flags_header; // 1: forked child
+
+// ---- messages -----------------------------------------------------------------
+
+HIDDEN void logmsg(const char *fmt, ...) {
+	char msg[1024];
+	int n = snprintf(msg, sizeof msg, "libleak: ");
+	va_list ap;
+	va_start(ap, fmt);
+	n += vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
+	va_end(ap);
+	if (n > (int)sizeof msg - 2)
+		n = (int)sizeof msg - 2;
+	msg[n++] = '\n';
+	ssize_t w = write(2, msg, (size_t)n);
+	(void)w;
+}
+
+// ---- futexes --------------------------------------------------------------------
+
+static uint32_t req_seq;  // bumped to ask the writer for a cycle
+static uint32_t done_seq; // the last request the writer completed
+static uint32_t final_req;
+static pthread_mutex_t write_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void futex_wait(uint32_t *addr, uint32_t val, int ms) {
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+	syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, ms >= 0 ? &ts : NULL, NULL, 0);
+}
+
+static void futex_wake(uint32_t *addr) { syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0); }
+
+HIDDEN void wake_writer_impl(void) {
+	__atomic_fetch_add(&req_seq, 1, __ATOMIC_ACQ_REL);
+	futex_wake(&req_seq);
+}
+
+static uint64_t mono_ms(void) {
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+// ---- the Go writer's side -------------------------------------------------------
+
+// leak_writer_wait blocks the writer until a cycle is due (a request, or
+// the flush interval passed) and returns the request it serves. It takes
+// write_mu, which leak_writer_done releases: one frame is written at a
+// time, in drain order, whoever writes it.
+uint32_t leak_writer_wait(int timeout_ms) {
+	go_writer_alive = 1;
+	uint32_t seen = __atomic_load_n(&done_seq, __ATOMIC_ACQUIRE);
+	uint32_t cur = __atomic_load_n(&req_seq, __ATOMIC_ACQUIRE);
+	if (cur == seen)
+		futex_wait(&req_seq, cur, timeout_ms);
+	pthread_mutex_lock(&write_mu);
+	return __atomic_load_n(&req_seq, __ATOMIC_ACQUIRE);
+}
+
+int leak_writer_final(void) { return (int)__atomic_load_n(&final_req, __ATOMIC_ACQUIRE); }
+
+size_t leak_writer_drain(int final, const uint8_t **p) {
+	modules_scan_if_due();
+	return drain_collect(final, p);
+}
+
+void leak_writer_done(uint32_t gen) {
+	pthread_mutex_unlock(&write_mu);
+	uint32_t d = __atomic_load_n(&done_seq, __ATOMIC_ACQUIRE);
+	if ((int32_t)(gen - d) > 0)
+		__atomic_store_n(&done_seq, gen, __ATOMIC_RELEASE);
+	futex_wake(&done_seq);
+}
+
+int leak_writer_fd(void) { return fd; }
+
+// ---- the trace file ---------------------------------------------------------------
+
+HIDDEN uint32_t crc32_ieee(uint32_t crc, const void *data, size_t n) {
+	static uint32_t table[256];
+	if (!table[1]) {
+		for (uint32_t i = 0; i < 256; i++) {
+			uint32_t c = i;
+			for (int k = 0; k < 8; k++)
+				c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
+			table[i] = c;
+		}
+	}
+	const uint8_t *p = data;
+	crc = ~crc;
+	while (n--)
+		crc = table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+	return ~crc;
+}
+
+static int write_all(const struct iovec *iov, int n) {
+	struct iovec v[4];
+	memcpy(v, iov, (size_t)n * sizeof *v);
+	int i = 0;
+	while (i < n) {
+		ssize_t w = writev(fd, v + i, n - i);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		while (i < n && (size_t)w >= v[i].iov_len) {
+			w -= (ssize_t)v[i].iov_len;
+			i++;
+		}
+		if (i < n) {
+			v[i].iov_base = (char *)v[i].iov_base + w;
+			v[i].iov_len -= (size_t)w;
+		}
+	}
+	return 0;
+}
+
+// The program may close our descriptor (daemons close every fd) and reuse
+// its number: never write into a file that is not the trace.
+static int fd_ok(void) {
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) != 0 || st.st_dev != fd_dev || st.st_ino != fd_ino) {
+		if (fd >= 0)
+			logmsg("trace descriptor of %s was closed by the program; tracing stops", path);
+		fd = -1;
+		leak_active = 0;
+		return 0;
+	}
+	return 1;
+}
+
+// leak_write_frame writes one frame: a 16-byte header (stored length, raw
+// length, encoding, CRC-32 of the stored bytes) and the payload.
+void leak_write_frame(int enc, const void *p, size_t n, size_t raw_len) {
+	if (n == 0 || !fd_ok())
+		return;
+	uint8_t h[16] = {0};
+	uint32_t sl = (uint32_t)n, rl = (uint32_t)raw_len, crc = crc32_ieee(0, p, n);
+	memcpy(h, &sl, 4);
+	memcpy(h + 4, &rl, 4);
+	h[8] = (uint8_t)enc;
+	memcpy(h + 12, &crc, 4);
+	struct iovec iov[2] = {{h, 16}, {(void *)p, n}};
+	int e = errno;
+	if (write_all(iov, 2) != 0)
+		logmsg("cannot write %s: %s", path, strerror(errno));
+	errno = e;
+}
+
+static void expand(char *dst, size_t cap, const char *tmpl, const char *exe, pid_t pid) {
+	size_t n = 0;
+	for (const char *s = tmpl; *s && n + 1 < cap; s++) {
+		if (s[0] == '%' && (s[1] == 'p' || s[1] == 'e' || s[1] == '%')) {
+			char tmp[64];
+			const char *ins = tmp;
+			if (s[1] == 'p')
+				snprintf(tmp, sizeof tmp, "%d", (int)pid);
+			else if (s[1] == 'e')
+				ins = exe;
+			else
+				ins = "%";
+			size_t l = strlen(ins);
+			if (n + l >= cap)
+				break;
+			memcpy(dst + n, ins, l);
+			n += l;
+			s++;
+		} else {
+			dst[n++] = *s;
+		}
+	}
+	dst[n] = 0;
+}
+
+static void exe_name(char *buf, size_t cap) {
+	char tmp[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", tmp, sizeof tmp - 1);
+	if (n <= 0) {
+		snprintf(buf, cap, "unknown");
+		return;
+	}
+	tmp[n] = 0;
+	const char *b = strrchr(tmp, '/');
+	snprintf(buf, cap, "%s", b ? b + 1 : tmp);
+}
+
+static void put_header(void) {
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	exe[n > 0 ? n : 0] = 0;
+	proc_lock();
+	uint8_t tag = REC_HEADER;
+	proc_put(&tag, 1);
+	proc_varint(TRACE_VERSION);
+	proc_varint((uint64_t)getpid());
+	proc_varint((uint64_t)getppid());
+	proc_string(exe);
+	// The command line, NUL-separated as the kernel keeps it.
+	char cmd[8192];
+	size_t len = 0;
+	int cfd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+	if (cfd >= 0) {
+		ssize_t r;
+		while (len < sizeof cmd && (r = read(cfd, cmd + len, sizeof cmd - len)) > 0)
+			len += (size_t)r;
+		close(cfd);
+	}
+	proc_varint(len);
+	proc_put(cmd, len);
+	struct timespec rt;
+	clock_gettime(CLOCK_REALTIME, &rt);
+	proc_varint((uint64_t)rt.tv_sec * 1000000000u + (uint64_t)rt.tv_nsec - ((uint64_t)now_units() << TIME_SHIFT));
+	proc_string("monotonic");
+	proc_varint(TIME_SHIFT);
+	proc_string(unwind_name());
+	proc_varint((uint64_t)cfg.depth);
+	proc_varint((uint64_t)flags_header);
+	proc_unlock();
+}
+
+// trace_open creates this process's trace file: never overwriting, never
+// following a symlink, readable by the owner only.
+HIDDEN int trace_open(void) {
+	char exe[256], base[PATH_MAX];
+	exe_name(exe, sizeof exe);
+	expand(base, sizeof base, cfg.out, exe, getpid());
+	struct stat st;
+	if (stat(base, &st) == 0 && S_ISDIR(st.st_mode)) {
+		char dir[PATH_MAX];
+		snprintf(dir, sizeof dir, "%s", base);
+		char name[PATH_MAX];
+		expand(name, sizeof name, "leak.%e.%p.zst", exe, getpid());
+		snprintf(base, sizeof base, "%s/%s", dir, name);
+	}
+	size_t bl = strlen(base);
+	int has_ext = bl > 4 && strcmp(base + bl - 4, ".zst") == 0;
+	for (int i = 0; i < 1000; i++) {
+		if (i == 0)
+			snprintf(path, sizeof path, "%s", base);
+		else if (has_ext)
+			snprintf(path, sizeof path, "%.*s.%d.zst", (int)(bl - 4), base, i);
+		else
+			snprintf(path, sizeof path, "%s.%d", base, i);
+		int f = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (f < 0 && errno == EEXIST)
+			continue;
+		if (f < 0) {
+			logmsg("cannot create trace %s: %s; not tracing", path, strerror(errno));
+			return -1;
+		}
+		// Out of the way of programs that expect small descriptor numbers.
+		int hi = fcntl(f, F_DUPFD_CLOEXEC, 900);
+		if (hi >= 0) {
+			close(f);
+			f = hi;
+		}
+		fd = f;
+		fstat(fd, &st);
+		fd_dev = st.st_dev;
+		fd_ino = st.st_ino;
+		uint8_t h[16] = {0};
+		memcpy(h, TRACE_MAGIC, 8);
+		h[8] = TRACE_VERSION;
+		struct iovec iov = {h, 16};
+		if (write_all(&iov, 1) != 0) {
+			logmsg("cannot write %s: %s; not tracing", path, strerror(errno));
+			close(fd);
+			fd = -1;
+			return -1;
+		}
+		if (cfg.verbose)
+			logmsg("tracing pid %d to %s", (int)getpid(), path);
+		return 0;
+	}
+	logmsg("cannot create trace %s: too many files of that name; not tracing", base);
+	return -1;
+}
+
+HIDDEN int trace_fd(void) { return fd; }
+
+// ---- flushing ---------------------------------------------------------------------
+
+static void c_write_cycle(int final, int timeout_ms) {
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += timeout_ms / 1000;
+	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (dl.tv_nsec >= 1000000000) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000;
+	}
+	if (pthread_mutex_timedlock(&write_mu, &dl) != 0)
+		return;
+	const uint8_t *p;
+	size_t n = drain_collect(final, &p);
+	leak_write_frame(ENC_RAW, p, n, n);
+	pthread_mutex_unlock(&write_mu);
+}
+
+// flush_and_wait gets everything recorded so far into the file: through
+// the Go writer when it runs, by writing raw frames here otherwise.
+HIDDEN void flush_and_wait(int final, int timeout_ms) {
+	t_guard++;
+	int e = errno;
+	if (final)
+		__atomic_store_n(&final_req, 1, __ATOMIC_RELEASE);
+	if (leak_c_writer || !go_writer_alive) {
+		c_write_cycle(final, timeout_ms > 0 ? timeout_ms : 2000);
+	} else {
+		uint32_t gen = __atomic_add_fetch(&req_seq, 1, __ATOMIC_ACQ_REL);
+		futex_wake(&req_seq);
+		uint64_t deadline = mono_ms() + (uint64_t)timeout_ms;
+		for (;;) {
+			uint32_t d = __atomic_load_n(&done_seq, __ATOMIC_ACQUIRE);
+			if ((int32_t)(d - gen) >= 0)
+				break;
+			uint64_t now = mono_ms();
+			if (now >= deadline) {
+				logmsg("the trace writer did not answer in %d ms; writing directly", timeout_ms);
+				c_write_cycle(final, 500);
+				break;
+			}
+			futex_wait(&done_seq, d, (int)(deadline - now));
+		}
+	}
+	errno = e;
+	t_guard--;
+}
+
+HIDDEN void finish(int reason, int status) {
+	if (!leak_active || fd < 0)
+		return;
+	// A vfork child shares our memory but must not write our trace.
+	if (getpid() != leak_pid)
+		return;
+	if (__atomic_exchange_n(&finished, 1, __ATOMIC_ACQ_REL))
+		return;
+	t_guard++;
+	modules_scan();
+	leak_active = 0;
+	proc_lock();
+	uint8_t tag = REC_END;
+	proc_put(&tag, 1);
+	proc_varint(now_units());
+	proc_varint((uint64_t)reason);
+	proc_varint(((uint64_t)(int64_t)status << 1) ^ (uint64_t)((int64_t)status >> 63));
+	proc_varint(drain_dropped_total());
+	proc_unlock();
+	rec_thread_handoff();
+	t_guard--;
+	flush_and_wait(1, 3000);
+}
+
+static void on_exit_handler(int status, void *arg) {
+	(void)arg;
+	finish(END_EXIT, status);
+}
+
+// ---- exec -----------------------------------------------------------------------------
+
+HIDDEN void exec_prepare(const char *file) {
+	if (!leak_active || fd < 0 || getpid() != leak_pid)
+		return;
+	t_guard++;
+	proc_lock();
+	uint8_t tag = REC_EXEC;
+	proc_put(&tag, 1);
+	proc_varint(now_units());
+	proc_string(file ? file : "");
+	proc_unlock();
+	rec_thread_handoff();
+	t_guard--;
+	flush_and_wait(0, 3000);
+}
+
+HIDDEN void exec_failed(void) {
+	if (!leak_active || fd < 0 || getpid() != leak_pid)
+		return;
+	t_guard++;
+	proc_lock();
+	uint8_t tag = REC_EXEC_FAILED;
+	proc_put(&tag, 1);
+	proc_varint(now_units());
+	proc_unlock();
+	t_guard--;
+}
+
+// ---- fork --------------------------------------------------------------------------------
+
+static void atfork_prepare(void) {
+	t_guard++;
+	pthread_mutex_lock(&write_mu);
+	rec_atfork_prepare();
+}
+
+static void atfork_parent(void) {
+	rec_atfork_parent();
+	pthread_mutex_unlock(&write_mu);
+	t_guard--;
+}
+
+static void atfork_child(void) {
+	pthread_mutex_init(&write_mu, NULL);
+	rec_after_fork_child();
+	t_guard--;
+	if (!leak_active || fd < 0)
+		return;
+	t_guard++;
+	// The parent's file stays the parent's.
+	close(fd);
+	fd = -1;
+	leak_pid = getpid();
+	leak_c_writer = 1;
+	go_writer_alive = 0;
+	finished = 0;
+	flags_header = 1;
+	modules_reset();
+	if (trace_open() == 0) {
+		put_header();
+		modules_scan();
+	} else {
+		leak_active = 0;
+	}
+	t_guard--;
+}
+
+// ---- crash signals ----------------------------------------------------------------------
+// The tracer's handler runs first on SIGSEGV, SIGBUS, SIGILL, SIGFPE and
+// SIGABRT: it flushes the trace with a time limit, then does what the
+// program asked for — its own handler, ignoring, or the default action.
+
+static const int crash_sigs[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
+static struct sigaction app_act[65];
+static int crash_installed;
+
+static int is_crash(int sig) {
+	for (unsigned i = 0; i < sizeof crash_sigs / sizeof crash_sigs[0]; i++)
+		if (crash_sigs[i] == sig)
+			return 1;
+	return 0;
+}
+
+static void crash_handler(int sig, siginfo_t *info, void *uc) {
+	int e = errno;
+	if (!t_guard && !t_tracer)
+		finish(END_SIGNAL, sig);
+	errno = e;
+	struct sigaction a = app_act[sig];
+	if (a.sa_flags & SA_RESETHAND) {
+		memset(&app_act[sig], 0, sizeof app_act[sig]);
+		app_act[sig].sa_handler = SIG_DFL;
+	}
+	if ((a.sa_flags & SA_SIGINFO) && a.sa_sigaction) {
+		a.sa_sigaction(sig, info, uc);
+		return;
+	}
+	if (a.sa_handler == SIG_IGN)
+		return;
+	if (a.sa_handler == SIG_DFL) {
+		struct sigaction dfl;
+		memset(&dfl, 0, sizeof dfl);
+		dfl.sa_handler = SIG_DFL;
+		real.sigaction(sig, &dfl, NULL);
+		// A fault repeats when we return; a sent signal must be sent again.
+		if (info->si_code <= 0 || sig == SIGABRT)
+			raise(sig);
+		return;
+	}
+	a.sa_handler(sig);
+}
+
+static void install_crash(int sig, const struct sigaction *like) {
+	struct sigaction ours;
+	memset(&ours, 0, sizeof ours);
+	ours.sa_sigaction = crash_handler;
+	ours.sa_flags = SA_SIGINFO | SA_RESTART;
+	if (like) {
+		ours.sa_flags |= like->sa_flags & (SA_ONSTACK | SA_NODEFER);
+		ours.sa_mask = like->sa_mask;
+	}
+	real.sigaction(sig, &ours, NULL);
+}
+
+HIDDEN int crash_sigaction(int sig, const struct sigaction *act, struct sigaction *old, int *handled) {
+	if (!crash_installed || !is_crash(sig) || !leak_active) {
+		*handled = 0;
+		return 0;
+	}
+	*handled = 1;
+	if (old)
+		*old = app_act[sig];
+	if (act) {
+		app_act[sig] = *act;
+		if (act->sa_handler == SIG_DFL && !(act->sa_flags & SA_SIGINFO))
+			install_crash(sig, NULL);
+		else
+			install_crash(sig, act);
+	}
+	return 0;
+}
+
+HIDDEN void process_crash_handlers(void) {
+	for (unsigned i = 0; i < sizeof crash_sigs / sizeof crash_sigs[0]; i++) {
+		int sig = crash_sigs[i];
+		struct sigaction cur;
+		if (real.sigaction(sig, NULL, &cur) != 0)
+			continue;
+		// Only take over signals left at their default; a handler set
+		// before us (an earlier preload) keeps running as it was.
+		if (!(cur.sa_flags & SA_SIGINFO) && cur.sa_handler != SIG_DFL)
+			continue;
+		if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction)
+			continue;
+		app_act[sig] = cur;
+		install_crash(sig, NULL);
+	}
+	crash_installed = 1;
+}
+
+// ---- start --------------------------------------------------------------------------------
+
+static int find_self(struct dl_phdr_info *info, size_t size, void *data) {
+	(void)size;
+	uintptr_t base = (uintptr_t)data;
+	if (info->dlpi_addr != base)
+		return 0;
+	uintptr_t lo = UINTPTR_MAX, hi = 0;
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+			uintptr_t s = base + ph->p_vaddr, e = s + ph->p_memsz;
+			if (s < lo)
+				lo = s;
+			if (e > hi)
+				hi = e;
+		}
+	}
+	self_text_lo = lo;
+	self_text_hi = hi;
+	return 1;
+}
+
+static void read_settings(void) {
+	const char *v;
+	cfg.off = (v = getenv("LEAK_OFF")) && *v && strcmp(v, "0") != 0;
+	cfg.verbose = (v = getenv("LEAK_VERBOSE")) && *v && strcmp(v, "0") != 0;
+	cfg.depth = 32;
+	if ((v = getenv("LEAK_DEPTH")) && *v) {
+		char *end;
+		long d = strtol(v, &end, 10);
+		if (*end || d < 1 || d > 128)
+			logmsg("LEAK_DEPTH=%s is not a number from 1 to 128; using 32", v);
+		else
+			cfg.depth = (int)d;
+	}
+	if ((v = getenv("LEAK_UNWIND")) && *v) {
+		if (strcmp(v, "fp") == 0)
+			cfg.unwind_fp = 1;
+		else if (strcmp(v, "libunwind") != 0)
+			logmsg("LEAK_UNWIND=%s is neither fp nor libunwind; using libunwind", v);
+	}
+	v = getenv("LEAK_OUT");
+	snprintf(cfg.out, sizeof cfg.out, "%s", v && *v ? v : "leak.%e.%p.zst");
+}
+
+HIDDEN void process_init(void) {
+	t_guard++;
+	read_settings();
+	if (cfg.off || getauxval(AT_SECURE)) {
+		t_guard--;
+		return;
+	}
+	Dl_info di;
+	if (dladdr((void *)process_init, &di) && di.dli_fbase)
+		dl_iterate_phdr(find_self, (void *)di.dli_fbase);
+	rec_clock_start();
+	leak_pid = getpid();
+	unwind_init();
+	if (trace_open() != 0) {
+		t_guard--;
+		return;
+	}
+	put_header();
+	modules_scan();
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+	on_exit(on_exit_handler, NULL);
+	process_crash_handlers();
+	leak_active = 1;
+	t_guard--;
+}
+
+// Objects glibc loads by itself (NSS modules, iconv) bypass our dlopen:
+// the writer rescans the module map once a second.
+static uint64_t last_scan_ms;
+HIDDEN void modules_scan_if_due(void) {
+	uint64_t now = mono_ms();
+	if (now - last_scan_ms >= 1000 && leak_active) {
+		last_scan_ms = now;
+		modules_scan();
+	}
+}

@@ -1,0 +1,671 @@
+// Per-thread buffers and the compact record encoding: the hot path.
+//
+// Each thread appends records to its own buffer and publishes how far it
+// got with a release store; nothing is locked while unwinding or encoding.
+// A full buffer is handed to a FIFO under a mutex (once per 64 KiB). The
+// drainer (the Go writer, or C after fork) takes handed-off buffers and
+// also copies the committed tail of every live thread's current buffer, so
+// a quiet thread's events still reach the file within one flush interval.
+//
+// Who writes which bytes of a buffer is settled by one atomic word,
+// `drained`: the drainer advances it with a CAS after copying, the owner
+// claims the rest with an exchange when it hands the buffer off.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+#define BUF_SIZE (64u << 10)
+#define MAX_BUFS 1024 // 64 MiB of trace buffers at the most
+#define MAX_THREADS 8192
+#define SC_BITS 12
+#define SC_SIZE (1u << SC_BITS)
+#define MAX_DEPTH 128
+#define CLAIMED 0xffffffffu
+#define RECORD_MAX (64 + 2 + 20 + MAX_DEPTH * 10)
+#define WAKE_QUEUED 16
+
+struct tstate;
+
+struct buf {
+	struct buf *next;
+	struct tstate *owner;
+	uint32_t start, end; // bytes to write once handed off
+	uint32_t committed;  // atomic: end of the records the owner finished
+	uint32_t drained;    // atomic: how far the drainer copied, or CLAIMED
+	uint8_t data[BUF_SIZE];
+};
+
+struct tstate {
+	struct buf *cur;   // atomic
+	uint64_t handed;   // atomic: buffers handed off
+	uint64_t written;  // drainer only: buffers written
+	uint32_t slot;     // stream id in the file (1..)
+	int in_use;
+	pid_t tid;
+	uint64_t last_t, last_addr; // delta state within the current buffer
+	uint64_t dropped;  // events lost since the last buffer
+	uint32_t seen_commit; // drainer only: committed at the last check
+	int idle_checks;
+	uint64_t sc_key[SC_SIZE];
+	uint32_t sc_id[SC_SIZE];
+};
+
+static TLS struct tstate *t_state;
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct buf *free_bufs;
+static struct buf *queue_head, *queue_tail;
+static int queued;
+static int nbufs;
+
+static struct tstate *states[MAX_THREADS];
+static int nstates;
+
+static uint64_t next_stack_id = 1;
+static uint64_t dropped_total;
+static uint64_t t_start_ns;
+
+HIDDEN uint64_t now_units(void) {
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec - t_start_ns) >> TIME_SHIFT;
+}
+
+HIDDEN void rec_clock_start(void) {
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	t_start_ns = (uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec;
+}
+
+static void *map(size_t n) {
+	void *p = real.mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+// ---- encoding ---------------------------------------------------------------
+
+static inline uint8_t *put_varint(uint8_t *p, uint64_t v) {
+	while (v >= 0x80) {
+		*p++ = (uint8_t)v | 0x80;
+		v >>= 7;
+	}
+	*p++ = (uint8_t)v;
+	return p;
+}
+
+static inline uint8_t *put_zigzag(uint8_t *p, int64_t v) {
+	return put_varint(p, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
+}
+
+// ---- buffers ----------------------------------------------------------------
+
+static void wake_writer(void);
+
+// get_buf returns an empty buffer or NULL when the pool is exhausted.
+static struct buf *get_buf(void) {
+	struct buf *b = NULL;
+	pthread_mutex_lock(&pool_mu);
+	if (free_bufs) {
+		b = free_bufs;
+		free_bufs = b->next;
+	} else if (nbufs < MAX_BUFS) {
+		nbufs++;
+		pthread_mutex_unlock(&pool_mu);
+		b = map(sizeof *b);
+		if (!b) {
+			pthread_mutex_lock(&pool_mu);
+			nbufs--;
+			pthread_mutex_unlock(&pool_mu);
+		}
+		return b;
+	}
+	pthread_mutex_unlock(&pool_mu);
+	return b;
+}
+
+static void put_free(struct buf *b) {
+	b->next = free_bufs;
+	free_bufs = b;
+}
+
+// start_buf writes the record that opens every buffer: who writes and the
+// absolute time, so a buffer decodes without the ones before it.
+static void start_buf(struct tstate *s, struct buf *b) {
+	uint8_t *p = b->data;
+	b->next = NULL;
+	b->owner = s;
+	s->last_t = now_units();
+	s->last_addr = 0;
+	*p++ = REC_RESET;
+	p = put_varint(p, (uint64_t)s->tid);
+	p = put_varint(p, s->last_t);
+	if (s->dropped) {
+		*p++ = REC_DROPPED;
+		p = put_varint(p, s->dropped);
+		s->dropped = 0;
+	}
+	__atomic_store_n(&b->drained, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&b->committed, (uint32_t)(p - b->data), __ATOMIC_RELEASE);
+}
+
+// hand_off queues the current buffer for writing and installs a new one.
+// Returns 0 when no buffer could be had: the thread then drops events.
+static int hand_off(struct tstate *s) {
+	struct buf *old = __atomic_load_n(&s->cur, __ATOMIC_RELAXED);
+	if (old) {
+		uint32_t d = __atomic_exchange_n(&old->drained, CLAIMED, __ATOMIC_ACQ_REL);
+		old->start = d;
+		old->end = __atomic_load_n(&old->committed, __ATOMIC_RELAXED);
+		pthread_mutex_lock(&pool_mu);
+		old->next = NULL;
+		if (queue_tail)
+			queue_tail->next = old;
+		else
+			queue_head = old;
+		queue_tail = old;
+		queued++;
+		int wake = queued >= WAKE_QUEUED;
+		pthread_mutex_unlock(&pool_mu);
+		// Order matters to the drainer: it must see `handed` move before
+		// it can see the new buffer.
+		__atomic_store_n(&s->handed, s->handed + 1, __ATOMIC_RELEASE);
+		__atomic_store_n(&s->cur, NULL, __ATOMIC_RELEASE);
+		if (leak_c_writer) {
+			flush_and_wait(0, 0);
+		} else if (wake) {
+			wake_writer();
+		}
+	}
+	struct buf *b = get_buf();
+	for (int tries = 0; !b && tries < 20 && go_writer_alive && !leak_c_writer; tries++) {
+		// Overloaded: give the writer a moment before dropping.
+		wake_writer();
+		struct timespec ts = {0, 500000};
+		nanosleep(&ts, NULL);
+		b = get_buf();
+	}
+	if (!b)
+		return 0;
+	start_buf(s, b);
+	__atomic_store_n(&s->cur, b, __ATOMIC_RELEASE);
+	return 1;
+}
+
+static struct tstate *new_state(void) {
+	struct tstate *s = NULL;
+	pthread_mutex_lock(&pool_mu);
+	for (int i = 0; i < nstates; i++) {
+		if (!states[i]->in_use) {
+			s = states[i];
+			break;
+		}
+	}
+	if (!s && nstates < MAX_THREADS) {
+		s = map(sizeof *s);
+		if (s) {
+			s->slot = (uint32_t)nstates + 1;
+			states[nstates] = s;
+			__atomic_store_n(&nstates, nstates + 1, __ATOMIC_RELEASE);
+		}
+	}
+	if (s) {
+		memset(s->sc_key, 0, sizeof s->sc_key);
+		s->in_use = 1;
+		s->cur = NULL;
+		s->handed = s->written = 0;
+		s->dropped = 0;
+		s->seen_commit = 0;
+		s->idle_checks = 0;
+		s->tid = (pid_t)syscall(SYS_gettid);
+	}
+	pthread_mutex_unlock(&pool_mu);
+	return s;
+}
+
+// reserve returns where a record of up to n bytes can be written, or NULL
+// when the event must be dropped (and has been counted).
+static inline uint8_t *reserve(struct tstate **sp, size_t n) {
+	struct tstate *s = t_state;
+	if (UNLIKELY(!s)) {
+		s = t_state = new_state();
+		if (!s) {
+			__atomic_fetch_add(&dropped_total, 1, __ATOMIC_RELAXED);
+			return NULL;
+		}
+	}
+	*sp = s;
+	struct buf *b = s->cur;
+	if (UNLIKELY(!b || b->committed + n > BUF_SIZE)) {
+		if (!hand_off(s)) {
+			s->dropped++;
+			__atomic_fetch_add(&dropped_total, 1, __ATOMIC_RELAXED);
+			// Stack definitions may be lost with the events: define anew.
+			memset(s->sc_key, 0, sizeof s->sc_key);
+			return NULL;
+		}
+		b = s->cur;
+	}
+	return b->data + b->committed;
+}
+
+static inline void commit(struct tstate *s, uint8_t *end) {
+	struct buf *b = s->cur;
+	__atomic_store_n(&b->committed, (uint32_t)(end - b->data), __ATOMIC_RELEASE);
+}
+
+// ---- stacks -------------------------------------------------------------------
+
+static inline uint64_t hash_pcs(const uintptr_t *pcs, int n) {
+	uint64_t h = 0x9e3779b97f4a7c15u ^ (uint64_t)n;
+	for (int i = 0; i < n; i++) {
+		h ^= pcs[i];
+		h *= 0xff51afd7ed558ccdu;
+		h ^= h >> 32;
+	}
+	return h | 1; // 0 marks an empty cache slot
+}
+
+// put_stack writes the stack's definition the first time this thread
+// sees it (since its cache was last reset) and returns its id.
+static inline uint8_t *put_stack(struct tstate *s, uint8_t *p, const uintptr_t *pcs, int n, uint64_t *id) {
+	uint64_t h = hash_pcs(pcs, n);
+	uint32_t i = (uint32_t)(h >> (64 - SC_BITS));
+	if (LIKELY(s->sc_key[i] == h)) {
+		*id = s->sc_id[i];
+		return p;
+	}
+	uint64_t nid = __atomic_fetch_add(&next_stack_id, 1, __ATOMIC_RELAXED);
+	s->sc_key[i] = h;
+	s->sc_id[i] = (uint32_t)nid;
+	*id = nid;
+	*p++ = REC_STACK;
+	p = put_varint(p, nid);
+	p = put_varint(p, (uint64_t)n);
+	uintptr_t prev = 0;
+	for (int k = 0; k < n; k++) {
+		p = put_zigzag(p, (int64_t)(pcs[k] - prev));
+		prev = pcs[k];
+	}
+	return p;
+}
+
+// ---- events -------------------------------------------------------------------
+
+#define BEGIN_EVENT(size)                                                     \
+	int saved_errno_ = errno;                                             \
+	t_guard++;                                                            \
+	struct tstate *s;                                                     \
+	uint8_t *p = reserve(&s, (size));                                     \
+	if (UNLIKELY(!p))                                                     \
+		goto out_;
+
+#define END_EVENT()                                                           \
+	commit(s, p);                                                         \
+	out_:                                                                 \
+	t_guard--;                                                            \
+	errno = saved_errno_;
+
+static inline uint8_t *put_time(struct tstate *s, uint8_t *p, uint64_t t) {
+	// Times of frees are taken before the call, so they can precede the
+	// previous record of this thread by a little; clamp, the order of a
+	// thread's own records is their order in the stream.
+	uint64_t d = t > s->last_t ? t - s->last_t : 0;
+	s->last_t += d;
+	return put_varint(p, d);
+}
+
+static inline uint8_t *put_addr(struct tstate *s, uint8_t *p, uint64_t a) {
+	p = put_zigzag(p, (int64_t)(a - s->last_addr));
+	s->last_addr = a;
+	return p;
+}
+
+HIDDEN void rec_alloc(int op, void *ptr, size_t size, uintptr_t caller_sp) {
+	(void)caller_sp;
+	uintptr_t pcs[MAX_DEPTH];
+	int saved = errno;
+	t_guard++;
+	int n = unwind_capture(pcs, cfg.depth);
+	t_guard--;
+	errno = saved;
+	BEGIN_EVENT(RECORD_MAX);
+	uint64_t id;
+	p = put_stack(s, p, pcs, n, &id);
+	*p++ = (uint8_t)(REC_EVENT + op);
+	p = put_time(s, p, now_units());
+	p = put_addr(s, p, (uint64_t)ptr);
+	p = put_varint(p, size);
+	p = put_varint(p, id);
+	END_EVENT();
+}
+
+HIDDEN void rec_free(int op, void *ptr, uint64_t t_before) {
+	BEGIN_EVENT(32);
+	*p++ = (uint8_t)(REC_EVENT + op);
+	p = put_time(s, p, t_before);
+	p = put_addr(s, p, (uint64_t)ptr);
+	END_EVENT();
+}
+
+HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_before) {
+	uintptr_t pcs[MAX_DEPTH];
+	int n = 0;
+	if (ptr) {
+		int saved = errno;
+		t_guard++;
+		n = unwind_capture(pcs, cfg.depth);
+		t_guard--;
+		errno = saved;
+	}
+	BEGIN_EVENT(RECORD_MAX);
+	uint64_t id = 0;
+	if (ptr)
+		p = put_stack(s, p, pcs, n, &id);
+	*p++ = (uint8_t)(REC_EVENT + op);
+	uint64_t t1 = now_units();
+	p = put_time(s, p, t_before);
+	p = put_time(s, p, t1);
+	p = put_addr(s, p, (uint64_t)old);
+	p = put_addr(s, p, (uint64_t)ptr);
+	p = put_varint(p, size);
+	p = put_varint(p, id);
+	END_EVENT();
+}
+
+HIDDEN void rec_mmap(void *ptr, size_t len, int prot, int flags) {
+	uintptr_t pcs[MAX_DEPTH];
+	int saved = errno;
+	t_guard++;
+	int n = unwind_capture(pcs, cfg.depth);
+	t_guard--;
+	errno = saved;
+	BEGIN_EVENT(RECORD_MAX);
+	uint64_t id;
+	p = put_stack(s, p, pcs, n, &id);
+	*p++ = (uint8_t)(REC_EVENT + OP_MMAP);
+	p = put_time(s, p, now_units());
+	p = put_addr(s, p, (uint64_t)ptr);
+	p = put_varint(p, len);
+	int mf = (flags & MAP_ANONYMOUS) ? MF_ANON : MF_FILE;
+	if (flags & MAP_SHARED)
+		mf |= MF_SHARED;
+	p = put_varint(p, (uint64_t)mf | ((uint64_t)prot << 8));
+	p = put_varint(p, id);
+	END_EVENT();
+}
+
+HIDDEN void rec_munmap(void *ptr, size_t len, uint64_t t_before) {
+	BEGIN_EVENT(40);
+	*p++ = (uint8_t)(REC_EVENT + OP_MUNMAP);
+	p = put_time(s, p, t_before);
+	p = put_addr(s, p, (uint64_t)ptr);
+	p = put_varint(p, len);
+	END_EVENT();
+}
+
+HIDDEN void rec_mremap(void *old, size_t oldlen, void *ptr, size_t len, uint64_t t_before) {
+	uintptr_t pcs[MAX_DEPTH];
+	int saved = errno;
+	t_guard++;
+	int n = unwind_capture(pcs, cfg.depth);
+	t_guard--;
+	errno = saved;
+	BEGIN_EVENT(RECORD_MAX);
+	uint64_t id;
+	p = put_stack(s, p, pcs, n, &id);
+	*p++ = (uint8_t)(REC_EVENT + OP_MREMAP);
+	uint64_t t1 = now_units();
+	p = put_time(s, p, t_before);
+	p = put_time(s, p, t1);
+	p = put_addr(s, p, (uint64_t)old);
+	p = put_varint(p, oldlen);
+	p = put_addr(s, p, (uint64_t)ptr);
+	p = put_varint(p, len);
+	p = put_varint(p, id);
+	END_EVENT();
+}
+
+// ---- process records ----------------------------------------------------------
+
+static pthread_mutex_t proc_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t *proc_buf;
+static size_t proc_len, proc_cap;
+
+HIDDEN void proc_lock(void) { pthread_mutex_lock(&proc_mu); }
+HIDDEN void proc_unlock(void) { pthread_mutex_unlock(&proc_mu); }
+
+HIDDEN void proc_put(const void *p, size_t n) {
+	if (proc_len + n > proc_cap) {
+		size_t cap = proc_cap ? proc_cap * 2 : 16384;
+		while (cap < proc_len + n)
+			cap *= 2;
+		uint8_t *nb = map(cap);
+		if (!nb)
+			return;
+		if (proc_buf) {
+			memcpy(nb, proc_buf, proc_len);
+			real.munmap(proc_buf, proc_cap);
+		}
+		proc_buf = nb;
+		proc_cap = cap;
+	}
+	memcpy(proc_buf + proc_len, p, n);
+	proc_len += n;
+}
+
+HIDDEN void proc_varint(uint64_t v) {
+	uint8_t tmp[10];
+	proc_put(tmp, (size_t)(put_varint(tmp, v) - tmp));
+}
+
+HIDDEN void proc_string(const char *s) {
+	size_t n = strlen(s);
+	proc_varint(n);
+	proc_put(s, n);
+}
+
+HIDDEN void proc_note(const char *fmt, ...) {
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	proc_lock();
+	uint8_t tag = REC_NOTE;
+	proc_put(&tag, 1);
+	proc_varint(now_units());
+	proc_string(msg);
+	proc_unlock();
+	if (cfg.verbose)
+		logmsg("%s", msg);
+}
+
+// ---- draining -------------------------------------------------------------------
+
+static pthread_mutex_t drain_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t *out;
+static size_t out_len, out_cap;
+
+static void out_reserve(size_t n) {
+	if (out_len + n <= out_cap)
+		return;
+	size_t cap = out_cap ? out_cap * 2 : (1u << 20);
+	while (cap < out_len + n)
+		cap *= 2;
+	uint8_t *nb = map(cap);
+	if (!nb)
+		return; // cannot happen short of exhausting memory; the piece is lost
+	if (out) {
+		memcpy(nb, out, out_len);
+		real.munmap(out, out_cap);
+	}
+	out = nb;
+	out_cap = cap;
+}
+
+static void out_piece(uint32_t slot, const uint8_t *p, size_t n) {
+	out_reserve(n + 20);
+	if (out_len + n + 20 > out_cap)
+		return;
+	uint8_t *w = out + out_len;
+	w = put_varint(w, slot);
+	w = put_varint(w, n);
+	memcpy(w, p, n);
+	out_len = (size_t)(w - out) + n;
+}
+
+static int thread_gone(pid_t tid) {
+	return syscall(SYS_tgkill, leak_pid, tid, 0) != 0 && errno == ESRCH;
+}
+
+HIDDEN size_t drain_collect(int final, const uint8_t **res) {
+	pthread_mutex_lock(&drain_mu);
+	out_len = 0;
+
+	pthread_mutex_lock(&pool_mu);
+	struct buf *full = queue_head;
+	queue_head = queue_tail = NULL;
+	queued = 0;
+	pthread_mutex_unlock(&pool_mu);
+
+	proc_lock();
+	if (proc_len) {
+		out_piece(0, proc_buf, proc_len);
+		proc_len = 0;
+	}
+	proc_unlock();
+
+	while (full) {
+		struct buf *b = full;
+		full = b->next;
+		if (b->end > b->start)
+			out_piece(b->owner->slot, b->data + b->start, b->end - b->start);
+		b->owner->written++;
+		pthread_mutex_lock(&pool_mu);
+		put_free(b);
+		pthread_mutex_unlock(&pool_mu);
+	}
+
+	int n = __atomic_load_n(&nstates, __ATOMIC_ACQUIRE);
+	for (int i = 0; i < n; i++) {
+		struct tstate *s = states[i];
+		if (!__atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE))
+			continue;
+		struct buf *b = __atomic_load_n(&s->cur, __ATOMIC_ACQUIRE);
+		if (__atomic_load_n(&s->handed, __ATOMIC_ACQUIRE) != s->written)
+			continue; // its queued buffers go first, next time
+		if (!b)
+			continue;
+		uint32_t d = __atomic_load_n(&b->drained, __ATOMIC_ACQUIRE);
+		uint32_t c = __atomic_load_n(&b->committed, __ATOMIC_ACQUIRE);
+		if (d != CLAIMED && c > d) {
+			size_t mark = out_len;
+			out_piece(s->slot, b->data + d, c - d);
+			if (!__atomic_compare_exchange_n(&b->drained, &d, c, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+				out_len = mark; // the owner claimed it meanwhile: it hands those bytes off
+		}
+		// A thread that stays quiet may have exited: free its slot once
+		// the kernel says it is gone and everything it wrote is out.
+		if (c == s->seen_commit && !final && !leak_c_writer) {
+			if (++s->idle_checks >= 10 && s->tid != (pid_t)syscall(SYS_gettid) && thread_gone(s->tid)) {
+				uint32_t d2 = __atomic_load_n(&b->drained, __ATOMIC_ACQUIRE);
+				if (d2 == c) {
+					pthread_mutex_lock(&pool_mu);
+					s->cur = NULL;
+					put_free(b);
+					__atomic_store_n(&s->in_use, 0, __ATOMIC_RELEASE);
+					pthread_mutex_unlock(&pool_mu);
+				}
+			}
+		} else {
+			s->idle_checks = 0;
+		}
+		s->seen_commit = c;
+	}
+	*res = out;
+	size_t len = out_len;
+	pthread_mutex_unlock(&drain_mu);
+	return len;
+}
+
+HIDDEN uint64_t drain_dropped_total(void) { return __atomic_load_n(&dropped_total, __ATOMIC_RELAXED); }
+
+// ---- fork -------------------------------------------------------------------------
+
+HIDDEN void rec_atfork_prepare(void) {
+	pthread_mutex_lock(&drain_mu);
+	pthread_mutex_lock(&pool_mu);
+	pthread_mutex_lock(&proc_mu);
+}
+
+HIDDEN void rec_atfork_parent(void) {
+	pthread_mutex_unlock(&proc_mu);
+	pthread_mutex_unlock(&pool_mu);
+	pthread_mutex_unlock(&drain_mu);
+}
+
+// In the child only the forking thread exists, and everything buffered
+// belongs to the parent's trace, which the parent writes: start empty.
+HIDDEN void rec_after_fork_child(void) {
+	pthread_mutex_init(&proc_mu, NULL);
+	pthread_mutex_init(&pool_mu, NULL);
+	pthread_mutex_init(&drain_mu, NULL);
+	proc_len = 0;
+	queue_head = queue_tail = NULL;
+	queued = 0;
+	struct tstate *self = t_state;
+	for (int i = 0; i < nstates; i++) {
+		struct tstate *s = states[i];
+		if (s->cur)
+			put_free(s->cur);
+		s->cur = NULL;
+		s->in_use = 0;
+	}
+	t_state = NULL;
+	if (self) {
+		// Keep this thread's slot but forget the parent's stack ids.
+		self->in_use = 1;
+		memset(self->sc_key, 0, sizeof self->sc_key);
+		self->tid = (pid_t)syscall(SYS_gettid);
+		self->handed = self->written = 0;
+		self->dropped = 0;
+		t_state = self;
+	}
+	dropped_total = 0;
+}
+
+// rec_thread_handoff hands the calling thread's buffer off, so that it is
+// written before an exec or exit.
+HIDDEN void rec_thread_handoff(void) {
+	struct tstate *s = t_state;
+	if (s && s->cur) {
+		struct buf *b = s->cur;
+		uint32_t d = __atomic_exchange_n(&b->drained, CLAIMED, __ATOMIC_ACQ_REL);
+		b->start = d;
+		b->end = __atomic_load_n(&b->committed, __ATOMIC_RELAXED);
+		pthread_mutex_lock(&pool_mu);
+		b->next = NULL;
+		if (queue_tail)
+			queue_tail->next = b;
+		else
+			queue_head = b;
+		queue_tail = b;
+		queued++;
+		pthread_mutex_unlock(&pool_mu);
+		__atomic_store_n(&s->handed, s->handed + 1, __ATOMIC_RELEASE);
+		__atomic_store_n(&s->cur, NULL, __ATOMIC_RELEASE);
+	}
+}
+
+HIDDEN void wake_writer_impl(void);
+static void wake_writer(void) { wake_writer_impl(); }

@@ -1,0 +1,152 @@
+// Shared declarations of the libleak shim's C side.
+//
+// Data flows: hooks.c (entry points) -> record.c (per-thread buffers,
+// compact encoding) -> drain (record.c, called by the Go writer or, in a
+// forked child, by C) -> writer.go (zstd) or rawwrite in process.c.
+#ifndef LIBLEAK_SHIM_H
+#define LIBLEAK_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define TLS __thread __attribute__((tls_model("initial-exec")))
+#define HIDDEN __attribute__((visibility("hidden")))
+
+// Trace format constants; docs/trace-format.md is the specification.
+#define TRACE_MAGIC "LIBLEAK\n"
+#define TRACE_VERSION 1
+#define TIME_SHIFT 6 // event times are in units of 64 ns
+
+enum { ENC_RAW = 0, ENC_ZSTD = 1 };
+
+enum {
+	REC_RESET = 0x01,
+	REC_STACK = 0x02,
+	REC_DROPPED = 0x03,
+	REC_HEADER = 0x40,
+	REC_MODULE = 0x41,
+	REC_UNLOAD = 0x42,
+	REC_END = 0x43,
+	REC_EXEC = 0x44,
+	REC_EXEC_FAILED = 0x45,
+	REC_NOTE = 0x47,
+	REC_EVENT = 0x20, // + op
+};
+
+// Ops: the values of analyzer/event.Op.
+enum {
+	OP_MALLOC = 1, OP_CALLOC, OP_REALLOC, OP_REALLOCARRAY, OP_FREE,
+	OP_POSIX_MEMALIGN, OP_ALIGNED_ALLOC, OP_MEMALIGN, OP_VALLOC, OP_PVALLOC,
+	OP_NEW, OP_NEW_ARRAY, OP_DELETE, OP_DELETE_ARRAY,
+	OP_MMAP, OP_MUNMAP, OP_MREMAP,
+};
+
+// End reasons.
+enum { END_EXIT = 1, END__EXIT = 2, END_SIGNAL = 3, END_EXEC = 4 };
+
+// mmap flags recorded with an event.
+enum { MF_ANON = 1, MF_SHARED = 2, MF_FILE = 4 };
+
+// Settings read once at start.
+struct settings {
+	int off;
+	int verbose;
+	int depth;
+	int unwind_fp;
+	char out[4096];
+};
+HIDDEN extern struct settings cfg;
+
+// Process state.
+HIDDEN extern int leak_active;  // recording events
+HIDDEN extern pid_t leak_pid;   // pid the trace file belongs to
+HIDDEN extern int leak_c_writer; // 1 after fork: C writes raw frames itself
+HIDDEN extern uintptr_t self_text_lo, self_text_hi;
+
+// Per-thread flags. guard > 0 while the tracer itself runs on this thread;
+// tracer is set for threads the tracer created (Go's).
+HIDDEN extern TLS int t_guard;
+HIDDEN extern TLS int t_tracer;
+
+// hooks.c: real functions.
+struct real_fns {
+	void *(*malloc)(size_t);
+	void *(*calloc)(size_t, size_t);
+	void *(*realloc)(void *, size_t);
+	void (*free)(void *);
+	void *(*mmap)(void *, size_t, int, int, int, off_t);
+	int (*munmap)(void *, size_t);
+	void *(*mremap)(void *, size_t, size_t, int, ...);
+	void *(*dlopen)(const char *, int);
+	int (*dlclose)(void *);
+	int (*pthread_create)(void *, const void *, void *(*)(void *), void *);
+	pid_t (*fork)(void);
+	void (*_exit)(int) __attribute__((noreturn));
+	int (*sigaction)(int, const void *, void *);
+	int (*execve)(const char *, char *const[], char *const[]);
+};
+HIDDEN extern struct real_fns real;
+HIDDEN void hooks_init(void);
+
+// record.c
+HIDDEN void rec_alloc(int op, void *p, size_t size, uintptr_t caller_sp);
+HIDDEN void rec_free(int op, void *p, uint64_t t_before);
+HIDDEN void rec_realloc(int op, void *old, void *p, size_t size, uint64_t t_before);
+HIDDEN void rec_mmap(void *p, size_t len, int prot, int flags);
+HIDDEN void rec_munmap(void *p, size_t len, uint64_t t_before);
+HIDDEN void rec_mremap(void *old, size_t oldlen, void *p, size_t len, uint64_t t_before);
+HIDDEN uint64_t now_units(void);
+HIDDEN void rec_thread_handoff(void);
+HIDDEN void rec_after_fork_child(void);
+HIDDEN void rec_atfork_prepare(void);
+HIDDEN void rec_atfork_parent(void);
+
+// Process records (header, modules, end...) go to one mutex-protected
+// process buffer, written at the start of each frame.
+HIDDEN void proc_lock(void);
+HIDDEN void proc_unlock(void);
+HIDDEN void proc_put(const void *p, size_t n); // caller holds proc_lock
+HIDDEN void proc_varint(uint64_t v);
+HIDDEN void proc_string(const char *s);
+HIDDEN void proc_note(const char *fmt, ...);
+
+// Drain: collect a frame payload. Returns its length; the data stays valid
+// until the next drain call. Only one drainer runs at a time.
+HIDDEN size_t drain_collect(int final, const uint8_t **out);
+HIDDEN uint64_t drain_dropped_total(void);
+
+// unwind.c
+HIDDEN void unwind_init(void);
+HIDDEN int unwind_capture(uintptr_t *pcs, int max);
+HIDDEN const char *unwind_name(void);
+
+// modules.c
+HIDDEN void modules_scan(void);
+
+// process.c
+HIDDEN void process_init(void);
+HIDDEN int trace_open(void);
+HIDDEN int trace_fd(void);
+HIDDEN void flush_and_wait(int final, int timeout_ms);
+HIDDEN void finish(int reason, int status);
+HIDDEN void logmsg(const char *fmt, ...);
+HIDDEN void process_crash_handlers(void);
+HIDDEN void exec_prepare(const char *path);
+HIDDEN void exec_failed(void);
+HIDDEN uint32_t crc32_ieee(uint32_t crc, const void *p, size_t n);
+
+HIDDEN void modules_scan_if_due(void);
+
+// The Go writer's side of the hand-shake (process.c). The writer loops:
+// wait (takes the write lock), drain, compress, write_frame, done.
+HIDDEN extern volatile int go_writer_alive;
+uint32_t leak_writer_wait(int timeout_ms);
+int leak_writer_final(void);
+size_t leak_writer_drain(int final, const uint8_t **p);
+void leak_write_frame(int enc, const void *p, size_t n, size_t raw_len);
+void leak_writer_done(uint32_t gen);
+
+#endif

@@ -1,0 +1,66 @@
+// Package main is libleak.so: C hooks record allocations into per-thread
+// buffers (hooks.c, record.c); this file is the writer that compresses
+// what the C side drains into independent zstd frames, at least every
+// 100 ms, so a killed process's trace decodes up to its last frame.
+//
+// Go is never called from a hook: the writer goroutine calls into C, never
+// the reverse. See docs/trace-format.md for what is written.
+package main
+
+/*
+#cgo CFLAGS: -O2 -Wall -Wno-format-truncation -fno-omit-frame-pointer -ftls-model=initial-exec
+#cgo LDFLAGS: -ldl
+#include <stdint.h>
+#include <stddef.h>
+uint32_t leak_writer_wait(int timeout_ms);
+int leak_writer_final(void);
+size_t leak_writer_drain(int final, const uint8_t **p);
+void leak_write_frame(int enc, const void *p, size_t n, size_t raw_len);
+void leak_writer_done(uint32_t gen);
+*/
+import "C"
+
+import (
+	"runtime"
+	"unsafe"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+const (
+	encZstd       = 1
+	flushInterval = 100 // ms
+)
+
+func init() {
+	go writeLoop()
+}
+
+func writeLoop() {
+	// The write lock taken in leak_writer_wait is a pthread mutex: it must
+	// be released by the thread that took it.
+	runtime.LockOSThread()
+	enc, err := zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(zstd.SpeedFastest),
+		zstd.WithEncoderConcurrency(1),
+		zstd.WithEncoderCRC(false),
+		zstd.WithLowerEncoderMem(true))
+	if err != nil {
+		return // the C side writes raw frames when the writer is not alive
+	}
+	var dst []byte
+	for {
+		gen := C.leak_writer_wait(flushInterval)
+		final := C.leak_writer_final()
+		var p *C.uint8_t
+		n := C.leak_writer_drain(final, &p)
+		if n > 0 {
+			src := unsafe.Slice((*byte)(unsafe.Pointer(p)), int(n))
+			dst = enc.EncodeAll(src, dst[:0])
+			C.leak_write_frame(encZstd, unsafe.Pointer(&dst[0]), C.size_t(len(dst)), n)
+		}
+		C.leak_writer_done(gen)
+	}
+}
+
+func main() {}
