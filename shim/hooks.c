@@ -436,7 +436,11 @@ int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *
 	s->fn = fn;
 	s->arg = arg;
 	s->tracer = ours;
+	// Our own threads' TLS and stacks are allocated inside pthread_create
+	// (ld.so's _dl_allocate_tls calls malloc): keep them out of the trace.
+	t_guard += ours;
 	int rc = real.pthread_create(th, attr, thread_start, s);
+	t_guard -= ours;
 	if (rc != 0) {
 		t_guard++;
 		real.free(s);

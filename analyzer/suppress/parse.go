@@ -39,6 +39,16 @@ func clip(s string) string {
 	return s
 }
 
+// toolList is the part of a valgrind Tool:Kind line before the colon. Frame
+// lines also hold a colon, so this keeps a block that lacks its Tool:Kind
+// line from being taken for another tool's and silently skipped.
+var toolList = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]*(,[A-Za-z][A-Za-z0-9_-]*)*$`)
+
+// isFrameLine tells a frame line from a Tool:Kind line.
+func isFrameLine(t string) bool {
+	return strings.HasPrefix(t, "fun:") || strings.HasPrefix(t, "obj:") || strings.HasPrefix(t, "src:")
+}
+
 // lsanLine is a sanitizer suppression: a type, a colon, a template.
 var lsanLine = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_]*):(.*)$`)
 
@@ -108,7 +118,7 @@ func (s *Set) parseValgrind(name string, lines [][]byte) error {
 			return unterminated
 		}
 		tools, errKind, found := strings.Cut(kindLine, ":")
-		if kindLine == "}" || !found {
+		if kindLine == "}" || !found || !toolList.MatchString(tools) || isFrameLine(kindLine) {
 			return fmt.Errorf("%s:%d: suppression %q: expected Tool:Kind (for example Memcheck:Leak), found %q", name, at, clip(suppName), clip(kindLine))
 		}
 		leak := strings.TrimSpace(errKind) == "Leak"

@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -261,7 +262,7 @@ func (o *object) load() {
 	o.syms, o.symIx = funcSymbols(symFile, syms)
 
 	if dbg != nil {
-		d, err := dbg.DWARF()
+		d, err := loadDWARF(dbg)
 		if err != nil {
 			notes = append(notes, fmt.Sprintf("unreadable DWARF in %s: %v", dbgPath, err))
 		} else {
@@ -349,6 +350,43 @@ func (o *object) findDebugFile(mainFile *elf.File, host string, want []byte) (db
 		}
 	}
 	return nil, "", ""
+}
+
+// loadDWARF is elf.File.DWARF reading only the sections naming code needs:
+// location lists and call frame information are often half the debug
+// data of an optimized build, and decompressing them is most of the cost
+// of opening a large object. Relocations are not applied: only executables
+// and shared objects are symbolized, and their debug sections are final.
+func loadDWARF(f *elf.File) (*dwarf.Data, error) {
+	want := map[string]bool{"abbrev": true, "info": true, "str": true, "line": true, "ranges": true,
+		"addr": true, "line_str": true, "rnglists": true, "str_offsets": true}
+	dat := map[string][]byte{}
+	for _, s := range f.Sections {
+		suffix, ok := strings.CutPrefix(s.Name, ".debug_")
+		if !ok {
+			suffix, ok = strings.CutPrefix(s.Name, ".zdebug_")
+		}
+		if !ok || !want[suffix] || s.Type == elf.SHT_NOBITS {
+			continue
+		}
+		b, err := s.Data()
+		if err != nil {
+			return nil, fmt.Errorf("section %s: %v", s.Name, err)
+		}
+		dat[suffix] = b
+	}
+	d, err := dwarf.New(dat["abbrev"], nil, nil, dat["info"], dat["line"], nil, dat["ranges"], dat["str"])
+	if err != nil {
+		return nil, err
+	}
+	for _, suffix := range []string{"addr", "line_str", "rnglists", "str_offsets"} {
+		if b := dat[suffix]; b != nil {
+			if err := d.AddSection(".debug_"+suffix, b); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return d, nil
 }
 
 func hasDWARF(f *elf.File) bool {
@@ -574,7 +612,7 @@ type fnode struct {
 type lineRow struct {
 	addr uint64
 	file *dwarf.LineFile
-	line int
+	line int32
 	end  bool
 }
 
@@ -625,7 +663,7 @@ func (dw *dwarfInfo) locate(addr uint64) (chain []*fnode, file string, line int,
 		if f := u.lines[i].file; f != nil {
 			file = f.Name
 		}
-		line = u.lines[i].line
+		line = int(u.lines[i].line)
 	}
 	if ni := u.funcs.find(addr); ni >= 0 {
 		n := u.nodes[ni]
@@ -750,9 +788,24 @@ func (dw *dwarfInfo) parseUnit(u *unitInfo) error {
 				parent.children = append(parent.children, n)
 			}
 		}
-		if e.Children {
-			stack = append(stack, n)
+		if !e.Children {
+			continue
 		}
+		switch e.Tag {
+		case dwarf.TagSubprogram, dwarf.TagInlinedSubroutine:
+			if n == nil {
+				// Declarations and abstract instances: no code inside.
+				r.SkipChildren()
+				continue
+			}
+		case dwarf.TagLexDwarfBlock, dwarf.TagNamespace, dwarf.TagModule, dwarf.TagTryDwarfBlock, dwarf.TagCatchDwarfBlock:
+		default:
+			// Types, variables and the like hold no code; skipping them
+			// is cheap when the producer emitted sibling links.
+			r.SkipChildren()
+			continue
+		}
+		stack = append(stack, n)
 	}
 	u.funcs.build()
 	return lerr
@@ -760,7 +813,9 @@ func (dw *dwarfInfo) parseUnit(u *unitInfo) error {
 
 // readLines loads a line table as one address-sorted slice: sequences are
 // sorted by start and each ends with its end_sequence row, so the last row
-// at or below an address either covers it or is an end row.
+// at or below an address either covers it or is an end row. Rows that
+// change neither file nor line are dropped, and of several rows at one
+// address only the last, the one covering the code, is kept.
 func readLines(lr *dwarf.LineReader) ([]lineRow, error) {
 	var rows []lineRow
 	var starts []int
@@ -771,8 +826,23 @@ func readLines(lr *dwarf.LineReader) ([]lineRow, error) {
 		if err = lr.Next(&le); err != nil {
 			break
 		}
-		rows = append(rows, lineRow{addr: le.Address, file: le.File, line: le.Line, end: le.EndSequence})
-		if le.EndSequence {
+		row := lineRow{addr: le.Address, file: le.File, line: int32(le.Line), end: le.EndSequence}
+		if n := len(rows); n > start && !row.end {
+			last := &rows[n-1]
+			if last.addr == row.addr {
+				if n-1 > start && rows[n-2].file == row.file && rows[n-2].line == row.line {
+					rows = rows[:n-1]
+				} else {
+					*last = row
+				}
+				continue
+			}
+			if last.file == row.file && last.line == row.line {
+				continue
+			}
+		}
+		rows = append(rows, row)
+		if row.end {
 			if rows[start].addr != 0 {
 				starts = append(starts, start)
 			} else {
@@ -794,7 +864,7 @@ func readLines(lr *dwarf.LineReader) ([]lineRow, error) {
 		}
 	}
 	if sorted {
-		return rows, err
+		return slices.Clip(rows), err
 	}
 	out := make([]lineRow, 0, len(rows))
 	for _, s := range starts {

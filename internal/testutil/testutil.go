@@ -69,3 +69,42 @@ func newer(a, b string) bool {
 	sb, err := os.Stat(b)
 	return err == nil && !sa.ModTime().Before(sb.ModTime())
 }
+
+var shimOnce sync.Once
+var shimPath string
+var shimErr error
+
+// Shim returns the path of build/libleak.so, building it first when it is
+// missing or older than a source file of shim/.
+func Shim(t testing.TB) string {
+	t.Helper()
+	shimOnce.Do(func() {
+		root := Root()
+		out := filepath.Join(root, "build", "libleak.so")
+		srcs, _ := filepath.Glob(filepath.Join(root, "shim", "*"))
+		fresh := true
+		for _, s := range srcs {
+			if !newer(out, s) {
+				fresh = false
+			}
+		}
+		shimPath = out
+		if fresh {
+			return
+		}
+		tmp := fmt.Sprintf("%s.tmp%d", out, os.Getpid())
+		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", tmp, "./shim")
+		cmd.Dir = root
+		if b, err := cmd.CombinedOutput(); err != nil {
+			shimErr = fmt.Errorf("building libleak.so: %v\n%s", err, b)
+			return
+		}
+		os.Remove(strings.TrimSuffix(tmp, ".so") + ".h")
+		os.Remove(tmp[:len(tmp)-len(filepath.Ext(tmp))] + ".h")
+		shimErr = os.Rename(tmp, out)
+	})
+	if shimErr != nil {
+		t.Fatal(shimErr)
+	}
+	return shimPath
+}

@@ -1,0 +1,55 @@
+# libleak: `make` builds build/libleak.so and build/leakanalyze.
+# `make demo` traces a leaky test program and analyzes it; `make test` runs
+# every test; `make bench` compares libleak with its peers.
+
+GO      ?= go
+BUILD   := build
+SHIM_SRC := $(wildcard shim/*.c shim/*.h shim/*.go)
+GO_SRC  := $(shell find analyzer cmd internal -name '*.go' -not -name '*_test.go' 2>/dev/null) go.mod go.sum
+
+.PHONY: all deps demo test bench clean
+
+all: deps $(BUILD)/libleak.so $(BUILD)/leakanalyze
+
+# The default unwinder is libunwind, loaded by the shim at run time.
+# Install it when missing (Debian's libunwind8); without it the shim falls
+# back to frame pointers and says so in every trace.
+deps:
+	@if ! /sbin/ldconfig -p 2>/dev/null | grep -q 'libunwind.so.8 '; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing libunwind8 (the shim's default unwinder)"; \
+	    (apt-get install -y -q libunwind8 >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libunwind8 >/dev/null)) || \
+	     echo "warning: could not install libunwind8; stacks will come from frame pointers"; \
+	  else \
+	    echo "warning: libunwind.so.8 not found (apt-get install libunwind8); stacks will come from frame pointers"; \
+	  fi; \
+	fi
+
+$(BUILD)/libleak.so: $(SHIM_SRC) go.mod go.sum
+	@mkdir -p $(BUILD)
+	$(GO) build -buildmode=c-shared -o $@ ./shim
+	@rm -f $(BUILD)/libleak.h
+
+$(BUILD)/leakanalyze: $(GO_SRC)
+	@mkdir -p $(BUILD)
+	$(GO) build -o $@ ./cmd/leakanalyze
+
+$(BUILD)/demo/fib_thread: testprogs/fib_thread.c
+	@mkdir -p $(BUILD)/demo
+	gcc -g -O0 -pthread -o $@ $<
+
+demo: all $(BUILD)/demo/fib_thread
+	@rm -f $(BUILD)/demo/*.zst
+	LD_PRELOAD=$(CURDIR)/$(BUILD)/libleak.so LEAK_OUT=$(BUILD)/demo $(BUILD)/demo/fib_thread 10
+	$(BUILD)/leakanalyze $(BUILD)/demo/leak.fib_thread.*.zst
+
+test: all
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 15m ./...
+
+bench: all
+	$(GO) run ./internal/bench
+
+clean:
+	rm -rf $(BUILD)
