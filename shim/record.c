@@ -33,6 +33,7 @@
 #define CLAIMED 0xffffffffu
 #define RECORD_MAX (64 + 2 + 20 + MAX_DEPTH * 10)
 #define WAKE_QUEUED 16
+#define MAX_DRAIN 64
 
 struct tstate;
 
@@ -513,15 +514,26 @@ static void out_reserve(size_t n) {
 	out_cap = cap;
 }
 
-static void out_piece(uint32_t slot, const uint8_t *p, size_t n) {
+static void out_piece_hdr(uint32_t slot, size_t n) {
 	out_reserve(n + 20);
 	if (out_len + n + 20 > out_cap)
 		return;
 	uint8_t *w = out + out_len;
 	w = put_varint(w, slot);
 	w = put_varint(w, n);
-	memcpy(w, p, n);
-	out_len = (size_t)(w - out) + n;
+	out_len = (size_t)(w - out);
+}
+
+static void out_append(const uint8_t *p, size_t n) {
+	if (out_len + n > out_cap)
+		return;
+	memcpy(out + out_len, p, n);
+	out_len += n;
+}
+
+static void out_piece(uint32_t slot, const uint8_t *p, size_t n) {
+	out_piece_hdr(slot, n);
+	out_append(p, n);
 }
 
 static int thread_gone(pid_t tid) {
@@ -532,17 +544,43 @@ HIDDEN size_t drain_collect(int final, const uint8_t **res) {
 	pthread_mutex_lock(&drain_mu);
 	out_len = 0;
 
+	// Every event committed before this moment is in this frame or an
+	// earlier one (or held back with its thread's queued buffers, which the
+	// next frame writes first): the decoder orders events across threads
+	// with these marks.
+	uint64_t mark_time = now_units();
+
+	// At most MAX_DRAIN buffers a frame keeps frames, and the decoder's
+	// window, small; the rest waits in the queue, in order.
 	pthread_mutex_lock(&pool_mu);
-	struct buf *full = queue_head;
-	queue_head = queue_tail = NULL;
-	queued = 0;
+	struct buf *full = queue_head, *last = NULL;
+	int taken = 0;
+	for (struct buf *b = queue_head; b && (taken < MAX_DRAIN || final); b = b->next) {
+		last = b;
+		taken++;
+	}
+	if (last) {
+		queue_head = last->next;
+		if (!queue_head)
+			queue_tail = NULL;
+		last->next = NULL;
+		queued -= taken;
+	} else {
+		full = NULL;
+	}
+	int more = queue_head != NULL;
 	pthread_mutex_unlock(&pool_mu);
+	if (more && !leak_c_writer)
+		wake_writer();
 
 	proc_lock();
-	if (proc_len) {
-		out_piece(0, proc_buf, proc_len);
-		proc_len = 0;
-	}
+	uint8_t mark[12];
+	mark[0] = REC_FRAME;
+	size_t ml = (size_t)(put_varint(mark + 1, mark_time) - mark);
+	out_piece_hdr(0, proc_len + ml);
+	out_append(mark, ml);
+	out_append(proc_buf, proc_len);
+	proc_len = 0;
 	proc_unlock();
 
 	while (full) {

@@ -33,6 +33,7 @@ enum {
 	REC_EXEC = 0x44,
 	REC_EXEC_FAILED = 0x45,
 	REC_NOTE = 0x47,
+	REC_FRAME = 0x48,
 	REC_EVENT = 0x20, // + op
 };
 

@@ -23,6 +23,12 @@
 // glibc before 2.34 printed an absolute address in the path forms; a value
 // of 4 GiB or more there cannot be an offset and is taken as absolute.
 //
+// mtrace does not say which function allocated: "+" lines decode to
+// OpMalloc, except those whose caller is libc's strdup family (the only
+// frame is then inside it), which decode to OpStrdup; "<", ">" decode to
+// OpRealloc. Free and realloc events carry no old size (OldSize 0): a
+// replay knows it from the allocation.
+//
 // # Synthetic address space
 //
 // mtrace records no load addresses, yet the rest of libleak names frames by
@@ -128,7 +134,9 @@ func Parse(r io.Reader, name string, h event.Handler) error {
 }
 
 // Sniff tells whether prefix, the first bytes of a file, is mtrace text:
-// its first line is "= Start", or it starts with a well-formed event line.
+// its first line is "= Start", or a well-formed event line with a caller.
+// A caller-less line such as "+ 0x10 0x20" is too likely to be something
+// else (a diff, say) to decide on; Parse still accepts one.
 func Sniff(prefix []byte) bool {
 	for len(prefix) > 0 && (prefix[0] == '\n' || prefix[0] == '\r') {
 		prefix = prefix[1:]

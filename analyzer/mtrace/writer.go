@@ -67,7 +67,8 @@ func (w *Writer) start() bool {
 func (w *Writer) Header(*event.Header) { w.start() }
 
 // Module records a module so callers inside it can be written as
-// "path:[0xOFF]", which the mtrace script resolves with addr2line.
+// "path:[0xOFF]", which the mtrace script, given a binary, resolves with
+// addr2line.
 func (w *Writer) Module(m *event.Module) {
 	if !w.start() {
 		return
@@ -91,6 +92,12 @@ func (w *Writer) Stack(id uint64, pcs []uint64) {
 // Event writes one event's lines.
 func (w *Writer) Event(e *event.Event) {
 	if !w.start() {
+		return
+	}
+	switch e.Kind {
+	case event.Alloc, event.Free, event.Realloc:
+	default:
+		w.skipped++
 		return
 	}
 	caller := w.caller(e.Stack, e.Time)
@@ -117,9 +124,6 @@ func (w *Writer) Event(e *event.Event) {
 			b = line(b, caller, '<', e.OldAddr, 0, false)
 			b = line(b, caller, '>', e.Addr, e.Size, true)
 		}
-	default:
-		w.skipped++
-		return
 	}
 	w.buf = b
 	_, w.err = w.bw.Write(b)

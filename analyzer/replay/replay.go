@@ -32,7 +32,7 @@ type Block struct {
 const (
 	InvalidFree   = "invalid-free"     // free of a pointer never allocated (or freed twice)
 	Mismatch      = "mismatched-free"  // e.g. new / free, malloc / delete, new[] / delete
-	InvalidMunmap = "invalid-munmap"   // munmap of a range nothing mapped
+	InvalidMunmap = "invalid-munmap"   // a second munmap of a traced mapping
 	LostFree      = "untraced-release" // a block's address was handed out again without a traced free
 )
 
@@ -66,6 +66,7 @@ type Replay struct {
 	displaced map[uint64][]Block
 	pending   map[uint64][]pendingFree
 	maps      []Block // live mappings, sorted by Addr, non-overlapping
+	unmapped  map[uint64]bool
 
 	Anomalies []Anomaly
 	Sites     map[uint64]*Site
@@ -89,6 +90,7 @@ func New() *Replay {
 		displaced: map[uint64][]Block{},
 		pending:   map[uint64][]pendingFree{},
 		Sites:     map[uint64]*Site{},
+		unmapped:  map[uint64]bool{},
 	}
 }
 
@@ -272,6 +274,7 @@ func (r *Replay) mmap(b Block) {
 	// overlaps (MAP_FIXED).
 	b.Size = pageUp(b.Size)
 	r.munmap(b.Addr, b.Size, b.Time, false)
+	delete(r.unmapped, b.Addr)
 	r.grow(&b)
 	i := sort.Search(len(r.maps), func(i int) bool { return r.maps[i].Addr >= b.Addr })
 	r.maps = append(r.maps, Block{})
@@ -308,7 +311,13 @@ func (r *Replay) munmap(addr, size, t uint64, explicit bool) {
 	switch {
 	case j > i:
 		r.maps = append(r.maps[:i], append(keep, r.maps[j:]...)...)
-	case explicit:
+		if explicit {
+			r.unmapped[addr] = true
+		}
+	case explicit && r.unmapped[addr]:
+		// Only a second munmap of a traced mapping is flagged: libc and
+		// ld.so map memory without going through mmap's symbol, and
+		// unmapping nothing is not an error.
 		r.Anomalies = append(r.Anomalies, Anomaly{Type: InvalidMunmap, Addr: addr, Time: t, Op: event.OpMunmap})
 	}
 }

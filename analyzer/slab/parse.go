@@ -224,7 +224,7 @@ func ReadSamples(r io.Reader, interval time.Duration) ([]Sample, error) {
 // parseTime accepts seconds since the epoch (date +%s.%N) or RFC 3339.
 func parseTime(s string) (time.Time, error) {
 	if f, err := strconv.ParseFloat(s, 64); err == nil && f >= 0 {
-		sec, frac := strings.Cut(s, ".")
+		sec, frac, _ := strings.Cut(s, ".")
 		secs, err := strconv.ParseInt(sec, 10, 64)
 		if err != nil {
 			return time.Time{}, fmt.Errorf("bad sample time %q", s)

@@ -578,3 +578,24 @@ func TestPathologicalPattern(t *testing.T) {
 		t.Error("glob matched")
 	}
 }
+
+func FuzzParse(f *testing.F) {
+	for _, seed := range []string{
+		"{\n x\n Memcheck:Leak\n match-leak-kinds: all\n fun:malloc\n ...\n src:a.c:3\n}\n",
+		"leak:^foo$\nrace:x\n",
+		`suppress name="a b" kind=definite fun=f* obj=libx.so file=*/y.c depth=3`,
+		"{\n{\n}\n", "suppress fun=\"\\", "leak:\r\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := Parse("fuzz", data)
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("multi-line error %q", err)
+			}
+			return
+		}
+		s.Match(nodeLeak(report.KindDefinite))
+	})
+}

@@ -97,9 +97,13 @@ func (o *object) resolve(addr uint64) (fs []frame) {
 			fs = make([]frame, 0, len(chain))
 			for i := len(chain) - 1; i >= 0; i-- {
 				n := chain[i]
-				name := o.dw.funcName(n.die)
-				if name == "" && i == 0 {
-					name = sym
+				// The outermost function is named by the symbol table when
+				// it can be, as valgrind does: that picks the public alias
+				// (malloc, not __libc_malloc) and names split or cloned
+				// code (foo.cold, foo.constprop.0) as the code it is.
+				name := sym
+				if i > 0 || name == "" {
+					name = o.dw.funcName(n.die)
 				}
 				fs = append(fs, frame{fn: o.name(name), file: file, line: line, inlined: i > 0})
 				file, line = o.dw.fileName(n.unit, n.callFile), n.callLine
@@ -885,9 +889,11 @@ func (dw *dwarfInfo) fileName(u *unitInfo, i int) string {
 }
 
 // funcName returns the raw name of the function a subprogram or inlined
-// call DIE stands for: its linkage name when it has one (so C++ names are
-// qualified and demangle like symbols), else its plain name. Both may sit
-// on the abstract origin or on the declaration it specifies.
+// call DIE stands for: its mangled linkage name when it has one (so C++
+// names are qualified and demangle like symbols), else its plain name.
+// Unmangled linkage names are C asm labels (glibc's __GI_ aliases), less
+// telling than the plain name. Both may sit on the abstract origin or on
+// the declaration it specifies.
 func (dw *dwarfInfo) funcName(off dwarf.Offset) string {
 	if n, ok := dw.names[off]; ok {
 		return n
@@ -903,7 +909,7 @@ func (dw *dwarfInfo) funcName(off dwarf.Offset) string {
 			break
 		}
 		for _, a := range []dwarf.Attr{dwarf.AttrLinkageName, attrMIPSLinkageName} {
-			if s, ok := e.Val(a).(string); ok && s != "" {
+			if s, ok := e.Val(a).(string); ok && (strings.HasPrefix(s, "_Z") || strings.HasPrefix(s, "_R")) {
 				linkage = s
 				break
 			}

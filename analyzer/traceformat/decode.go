@@ -34,6 +34,7 @@ const (
 	recExec       = 0x44
 	recExecFailed = 0x45
 	recNote       = 0x47
+	recFrame      = 0x48
 	recEvent      = 0x20
 
 	encRaw  = 0
@@ -96,7 +97,22 @@ type slotState struct {
 	lastT, lastAdr uint64
 }
 
+// Threads' events reach the file in separate pieces; the decoder hands
+// them on in time order. Each frame starts with the time its drain began:
+// every event before the previous frame's mark has been read once a frame
+// is complete, so events older than that mark are released, merged.
+type run struct {
+	ev  []event.Event
+	pos int
+}
+
 type decoder struct {
+	runs     []*run
+	cur      *run
+	free     []*run
+	mark     uint64 // this frame's drain mark, ns
+	prevMark uint64
+
 	name        string
 	h           event.Handler
 	st          Stats
@@ -174,9 +190,13 @@ func Decode(r io.Reader, name string, h event.Handler) (Stats, error) {
 		}
 		d.st.Frames++
 		if err := d.frame(data); err != nil {
+			d.release(^uint64(0))
 			return d.st, &FormatError{name, fmt.Sprintf("frame %d: %v", d.st.Frames, err)}
 		}
+		d.release(d.prevMark)
+		d.prevMark = d.mark
 	}
+	d.release(^uint64(0))
 	if !d.st.Ended && d.pendingExec == "" {
 		d.st.Truncated = true
 	}
@@ -249,7 +269,14 @@ func (d *decoder) frame(data []byte) error {
 				s = &slotState{}
 				d.slots[slot] = s
 			}
+			d.cur = d.newRun()
 			err = d.thread(s, piece)
+			if len(d.cur.ev) > 0 {
+				d.runs = append(d.runs, d.cur)
+			} else {
+				d.free = append(d.free, d.cur)
+			}
+			d.cur = nil
 		}
 		if err != nil {
 			return err
@@ -336,6 +363,8 @@ func (d *decoder) process(p []byte) error {
 		case recNote:
 			b.uvarint()
 			d.st.Notes = append(d.st.Notes, b.string())
+		case recFrame:
+			d.mark = d.ns(b.uvarint())
 		default:
 			return fmt.Errorf("unknown process record 0x%02x", tag)
 		}
@@ -377,7 +406,7 @@ func (d *decoder) thread(s *slotState, p []byte) error {
 			}
 			if b.err == nil {
 				d.st.Events++
-				d.h.Event(e)
+				d.cur.ev = append(d.cur.ev, *e)
 			}
 		default:
 			return fmt.Errorf("unknown record 0x%02x", tag)
@@ -450,4 +479,55 @@ func (d *decoder) event(s *slotState, b *buf, e *event.Event) error {
 		e.Stack = b.uvarint()
 	}
 	return nil
+}
+
+func (d *decoder) newRun() *run {
+	if n := len(d.free); n > 0 {
+		r := d.free[n-1]
+		d.free = d.free[:n-1]
+		r.ev, r.pos = r.ev[:0], 0
+		return r
+	}
+	return &run{}
+}
+
+// release hands on, in time order, the buffered events older than limit.
+// Each run is one thread's piece and already in time order, so this is a
+// merge of the runs' heads.
+func (d *decoder) release(limit uint64) {
+	for {
+		best := -1
+		var bt uint64
+		for i, r := range d.runs {
+			if r.pos < len(r.ev) {
+				if t := r.ev[r.pos].Time; t < limit && (best < 0 || t < bt) {
+					best, bt = i, t
+				}
+			}
+		}
+		if best < 0 {
+			break
+		}
+		r := d.runs[best]
+		// Take the run's events up to the next head of another run.
+		next := limit
+		for i, o := range d.runs {
+			if i != best && o.pos < len(o.ev) && o.ev[o.pos].Time < next {
+				next = o.ev[o.pos].Time
+			}
+		}
+		for r.pos < len(r.ev) && (r.ev[r.pos].Time <= next && r.ev[r.pos].Time < limit) {
+			d.h.Event(&r.ev[r.pos])
+			r.pos++
+		}
+	}
+	kept := d.runs[:0]
+	for _, r := range d.runs {
+		if r.pos < len(r.ev) {
+			kept = append(kept, r)
+		} else {
+			d.free = append(d.free, r)
+		}
+	}
+	d.runs = kept
 }
