@@ -120,7 +120,16 @@ static inline int recording(void *ra) {
 }
 
 #define RA __builtin_return_address(0)
-#define SP ((uintptr_t)__builtin_frame_address(0))
+
+// ld.so allocates a thread's block of a dlopen'ed library's TLS on first
+// use, and frees it when the thread ends. When that first use is the
+// unwinder's, inside our guard, the allocation must still be recorded, or
+// the program's later free of it looks invalid. It is recorded without a
+// stack, which marks it as the tracer's.
+static inline int tracer_tls(void *ra) {
+	return UNLIKELY(t_guard == 1) && !t_tracer && leak_active &&
+	       (uintptr_t)ra - ldso_text_lo < ldso_text_hi - ldso_text_lo;
+}
 
 // ---- the malloc family ----------------------------------------------------
 
@@ -130,11 +139,15 @@ void *malloc(size_t n) {
 		if (!real.malloc)
 			return boot_alloc(n, 16);
 	}
-	if (!recording(RA))
-		return real.malloc(n);
+	if (!recording(RA)) {
+		void *p = real.malloc(n);
+		if (tracer_tls(RA) && p)
+			rec_alloc(OP_MALLOC, p, n, 0);
+		return p;
+	}
 	void *p = real.malloc(n);
 	if (LIKELY(p != NULL))
-		rec_alloc(OP_MALLOC, p, n, SP);
+		rec_alloc(OP_MALLOC, p, n, 1);
 	return p;
 }
 
@@ -148,11 +161,15 @@ void *calloc(size_t n, size_t size) {
 			return boot_alloc(total, 16); // the arena is zeroed
 		}
 	}
-	if (!recording(RA))
-		return real.calloc(n, size);
+	if (!recording(RA)) {
+		void *p = real.calloc(n, size);
+		if (tracer_tls(RA) && p)
+			rec_alloc(OP_CALLOC, p, n * size, 0);
+		return p;
+	}
 	void *p = real.calloc(n, size);
 	if (LIKELY(p != NULL))
-		rec_alloc(OP_CALLOC, p, n * size, SP);
+		rec_alloc(OP_CALLOC, p, n * size, 1);
 	return p;
 }
 
@@ -172,13 +189,20 @@ void *realloc(void *old, size_t n) {
 	}
 	if (UNLIKELY(old && is_boot(old)))
 		return boot_realloc(old, n);
-	if (!recording(RA))
-		return real.realloc(old, n);
+	if (!recording(RA)) {
+		if (!tracer_tls(RA))
+			return real.realloc(old, n);
+		uint64_t t0 = now_units();
+		void *p = real.realloc(old, n);
+		if (p != NULL || (old != NULL && n == 0))
+			rec_realloc(OP_REALLOC, old, p, n, t0, 0);
+		return p;
+	}
 	uint64_t t0 = now_units();
 	void *p = real.realloc(old, n);
 	// realloc(p, 0) frees p and returns NULL; a failed realloc keeps p.
 	if (p != NULL || (old != NULL && n == 0))
-		rec_realloc(OP_REALLOC, old, p, n, t0);
+		rec_realloc(OP_REALLOC, old, p, n, t0, 1);
 	return p;
 }
 
@@ -196,7 +220,7 @@ void *reallocarray(void *old, size_t n, size_t size) {
 	uint64_t t0 = now_units();
 	void *p = real_reallocarray(old, n, size);
 	if (p != NULL || (old != NULL && n * size == 0))
-		rec_realloc(OP_REALLOCARRAY, old, p, n * size, t0);
+		rec_realloc(OP_REALLOCARRAY, old, p, n * size, t0, 1);
 	return p;
 }
 
@@ -226,7 +250,7 @@ int posix_memalign(void **out, size_t align, size_t n) {
 		return real_posix_memalign(out, align, n);
 	int rc = real_posix_memalign(out, align, n);
 	if (rc == 0 && *out)
-		rec_alloc(OP_POSIX_MEMALIGN, *out, n, SP);
+		rec_alloc(OP_POSIX_MEMALIGN, *out, n, 1);
 	return rc;
 }
 
@@ -241,7 +265,7 @@ int posix_memalign(void **out, size_t align, size_t n) {
 			return realfn args;                                   \
 		void *p = realfn args;                                        \
 		if (p)                                                        \
-			rec_alloc(op, p, size, SP);                           \
+			rec_alloc(op, p, size, 1);                             \
 		return p;                                                     \
 	}
 
@@ -275,7 +299,7 @@ size_t malloc_usable_size(void *p) {
 		void *p = realfn args;                                        \
 		t_cxx--;                                                      \
 		if (p)                                                        \
-			rec_alloc(op, p, size, SP);                           \
+			rec_alloc(op, p, size, 1);                             \
 		return p;                                                     \
 	}
 
@@ -320,7 +344,7 @@ DELETE_HOOK(_ZdaPvSt11align_val_tRKSt9nothrow_t, OP_DELETE_ARRAY, (void *p, size
 
 // ---- mappings ---------------------------------------------------------------
 
-static void *do_mmap(void *(*fn)(void *, size_t, int, int, int, off_t), void *ra, uintptr_t sp,
+static void *do_mmap(void *(*fn)(void *, size_t, int, int, int, off_t), void *ra,
 		     void *addr, size_t len, int prot, int flags, int fd, off_t off) {
 	if (UNLIKELY(!fn)) {
 		hooks_init();
@@ -333,16 +357,15 @@ static void *do_mmap(void *(*fn)(void *, size_t, int, int, int, off_t), void *ra
 	void *p = fn(addr, len, prot, flags, fd, off);
 	if (p != MAP_FAILED)
 		rec_mmap(p, len, prot, flags);
-	(void)sp;
 	return p;
 }
 
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
-	return do_mmap(real.mmap, RA, SP, addr, len, prot, flags, fd, off);
+	return do_mmap(real.mmap, RA, addr, len, prot, flags, fd, off);
 }
 
 void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
-	return do_mmap(real_mmap64 ? real_mmap64 : real.mmap, RA, SP, addr, len, prot, flags, fd, off);
+	return do_mmap(real_mmap64 ? real_mmap64 : real.mmap, RA, addr, len, prot, flags, fd, off);
 }
 
 int munmap(void *addr, size_t len) {

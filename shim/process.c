@@ -31,6 +31,7 @@ HIDDEN int leak_active;
 HIDDEN pid_t leak_pid;
 HIDDEN int leak_c_writer;
 HIDDEN uintptr_t self_text_lo, self_text_hi;
+HIDDEN uintptr_t ldso_text_lo, ldso_text_hi;
 HIDDEN volatile int go_writer_alive;
 
 HIDDEN void rec_clock_start(void);
@@ -563,6 +564,32 @@ HIDDEN void process_crash_handlers(void) {
 
 // ---- start --------------------------------------------------------------------------------
 
+static void text_range(struct dl_phdr_info *info, uintptr_t *plo, uintptr_t *phi) {
+	uintptr_t lo = UINTPTR_MAX, hi = 0;
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+			uintptr_t s = info->dlpi_addr + ph->p_vaddr, e = s + ph->p_memsz;
+			if (s < lo)
+				lo = s;
+			if (e > hi)
+				hi = e;
+		}
+	}
+	*plo = lo;
+	*phi = hi;
+}
+
+static int find_ldso(struct dl_phdr_info *info, size_t size, void *data) {
+	(void)size;
+	(void)data;
+	if (info->dlpi_name && (strstr(info->dlpi_name, "/ld-linux") || strstr(info->dlpi_name, "/ld.so"))) {
+		text_range(info, &ldso_text_lo, &ldso_text_hi);
+		return 1;
+	}
+	return 0;
+}
+
 static int find_self(struct dl_phdr_info *info, size_t size, void *data) {
 	(void)size;
 	uintptr_t base = (uintptr_t)data;
@@ -617,6 +644,7 @@ HIDDEN void process_init(void) {
 	Dl_info di;
 	if (dladdr((void *)process_init, &di) && di.dli_fbase)
 		dl_iterate_phdr(find_self, (void *)di.dli_fbase);
+	dl_iterate_phdr(find_ldso, NULL);
 	rec_clock_start();
 	leak_pid = getpid();
 	unwind_init();

@@ -331,17 +331,20 @@ static inline uint8_t *put_addr(struct tstate *s, uint8_t *p, uint64_t a) {
 	return p;
 }
 
-HIDDEN void rec_alloc(int op, void *ptr, size_t size, uintptr_t caller_sp) {
-	(void)caller_sp;
+HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
 	uintptr_t pcs[MAX_DEPTH];
-	int saved = errno;
-	t_guard++;
-	int n = unwind_capture(pcs, cfg.depth);
-	t_guard--;
-	errno = saved;
+	int n = 0;
+	if (with_stack) {
+		int saved = errno;
+		t_guard++;
+		n = unwind_capture(pcs, cfg.depth);
+		t_guard--;
+		errno = saved;
+	}
 	BEGIN_EVENT(RECORD_MAX);
-	uint64_t id;
-	p = put_stack(s, p, pcs, n, &id);
+	uint64_t id = 0;
+	if (with_stack)
+		p = put_stack(s, p, pcs, n, &id);
 	*p++ = (uint8_t)(REC_EVENT + op);
 	p = put_time(s, p, now_units());
 	p = put_addr(s, p, (uint64_t)ptr);
@@ -358,10 +361,11 @@ HIDDEN void rec_free(int op, void *ptr, uint64_t t_before) {
 	END_EVENT();
 }
 
-HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_before) {
+HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_before, int with_stack) {
 	uintptr_t pcs[MAX_DEPTH];
 	int n = 0;
-	if (ptr) {
+	with_stack = with_stack && ptr;
+	if (with_stack) {
 		int saved = errno;
 		t_guard++;
 		n = unwind_capture(pcs, cfg.depth);
@@ -370,7 +374,7 @@ HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_be
 	}
 	BEGIN_EVENT(RECORD_MAX);
 	uint64_t id = 0;
-	if (ptr)
+	if (with_stack)
 		p = put_stack(s, p, pcs, n, &id);
 	*p++ = (uint8_t)(REC_EVENT + op);
 	uint64_t t1 = now_units();

@@ -66,6 +66,7 @@ HIDDEN extern int leak_active;  // recording events
 HIDDEN extern pid_t leak_pid;   // pid the trace file belongs to
 HIDDEN extern int leak_c_writer; // 1 after fork: C writes raw frames itself
 HIDDEN extern uintptr_t self_text_lo, self_text_hi;
+HIDDEN extern uintptr_t ldso_text_lo, ldso_text_hi;
 
 // Per-thread flags. guard > 0 while the tracer itself runs on this thread;
 // tracer is set for threads the tracer created (Go's).
@@ -93,9 +94,9 @@ HIDDEN extern struct real_fns real;
 HIDDEN void hooks_init(void);
 
 // record.c
-HIDDEN void rec_alloc(int op, void *p, size_t size, uintptr_t caller_sp);
+HIDDEN void rec_alloc(int op, void *p, size_t size, int with_stack);
 HIDDEN void rec_free(int op, void *p, uint64_t t_before);
-HIDDEN void rec_realloc(int op, void *old, void *p, size_t size, uint64_t t_before);
+HIDDEN void rec_realloc(int op, void *old, void *p, size_t size, uint64_t t_before, int with_stack);
 HIDDEN void rec_mmap(void *p, size_t len, int prot, int flags);
 HIDDEN void rec_munmap(void *p, size_t len, uint64_t t_before);
 HIDDEN void rec_mremap(void *old, size_t oldlen, void *p, size_t len, uint64_t t_before);

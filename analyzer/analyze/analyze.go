@@ -182,6 +182,9 @@ func Add(rep *report.Report, in *Input, o Options) {
 	groups := map[string]*acc{}
 	var order []string
 	add := func(b replay.Block, source string) {
+		if b.Stack == 0 {
+			return // recorded without a stack: memory ld.so gave the tracer itself
+		}
 		if o.MinAge > 0 && end-b.Time < uint64(o.MinAge) {
 			return
 		}

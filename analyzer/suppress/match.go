@@ -2,6 +2,7 @@ package suppress
 
 import (
 	"path"
+	"sync/atomic"
 
 	"libleak/analyzer/report"
 )
@@ -23,8 +24,10 @@ type supp struct {
 	hasFile        bool
 	depth          int // 0: the whole stack
 
-	sites         int
-	blocks, bytes uint64
+	// Counters are atomic because Merge shares suppressions between Sets
+	// that may be matched from different goroutines.
+	sites         atomic.Int64
+	blocks, bytes atomic.Uint64
 }
 
 type lineKind uint8

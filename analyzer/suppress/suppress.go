@@ -38,7 +38,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"sync"
 
 	"libleak/analyzer/report"
 )
@@ -51,8 +50,7 @@ const (
 )
 
 // Set is an ordered list of suppressions. The first one that matches a leak
-// is the one credited with it. A Set is safe for concurrent use once
-// RawName is no longer being changed.
+// is the one credited with it. Match and Used may be called concurrently.
 type Set struct {
 	// RawName, when set, returns a frame's symbol name as stored in its
 	// object (mangled, for C++), or "" when unknown. Report frames carry
@@ -62,7 +60,6 @@ type Set struct {
 
 	supps   []*supp
 	ignored int
-	mu      sync.Mutex
 }
 
 // Usage tells what one suppression did.
@@ -154,11 +151,9 @@ func (s *Set) Match(l *report.Leak) (name string, ok bool) {
 		if !sp.kindOK(l.Kind) || !sp.match(s, l) {
 			continue
 		}
-		s.mu.Lock()
-		sp.sites++
-		sp.blocks += l.Blocks
-		sp.bytes += l.Bytes
-		s.mu.Unlock()
+		sp.sites.Add(1)
+		sp.blocks.Add(l.Blocks)
+		sp.bytes.Add(l.Bytes)
 		return sp.name, true
 	}
 	return "", false
@@ -194,12 +189,10 @@ func (s *Set) Used() []Usage {
 	if s == nil {
 		return nil
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	out := make([]Usage, len(s.supps))
 	for i, sp := range s.supps {
 		out[i] = Usage{Name: sp.name, Source: sp.source, Format: sp.format,
-			Sites: sp.sites, Blocks: sp.blocks, Bytes: sp.bytes}
+			Sites: int(sp.sites.Load()), Blocks: sp.blocks.Load(), Bytes: sp.bytes.Load()}
 	}
 	return out
 }

@@ -599,3 +599,24 @@ func FuzzParse(f *testing.F) {
 		s.Match(nodeLeak(report.KindDefinite))
 	})
 }
+
+func TestConcurrentMatch(t *testing.T) {
+	s := mustParse(t, "leak:make_node\n")
+	m := Merge(s)
+	done := make(chan bool)
+	for g := 0; g < 4; g++ {
+		go func(set *Set) {
+			for i := 0; i < 100; i++ {
+				set.Match(nodeLeak(report.KindDefinite))
+				set.Used()
+			}
+			done <- true
+		}([]*Set{s, m}[g%2])
+	}
+	for g := 0; g < 4; g++ {
+		<-done
+	}
+	if u := s.Used()[0]; u.Sites != 400 || u.Bytes != 400*48 || u.Blocks != 400*3 {
+		t.Errorf("usage %+v, want 400 sites", u)
+	}
+}

@@ -1,0 +1,313 @@
+package shimtest
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"libleak/analyzer/analyze"
+	"libleak/analyzer/event"
+	"libleak/analyzer/replay"
+	"libleak/internal/testutil"
+)
+
+// counters parses the key=value words a test program prints.
+func counters(t *testing.T, line string) map[string]uint64 {
+	t.Helper()
+	m := map[string]uint64{}
+	for _, kv := range regexp.MustCompile(`(\w+)=(\d+)`).FindAllStringSubmatch(line, -1) {
+		v, _ := strconv.ParseUint(kv[2], 10, 64)
+		m[kv[1]] = v
+	}
+	return m
+}
+
+// moduleOf returns the path of the module holding pc.
+func moduleOf(r *replay.Replay, pc uint64) string {
+	for i := len(r.Modules) - 1; i >= 0; i-- {
+		for _, s := range r.Modules[i].Segments {
+			if pc >= s.Start && pc < s.End {
+				return r.Modules[i].Path
+			}
+		}
+	}
+	return ""
+}
+
+// fromModule tells whether a stack's first frame (the allocator's caller)
+// lies in the module whose base name is mod.
+func fromModule(r *replay.Replay, stack uint64, mod string) bool {
+	pcs := r.Stacks[stack]
+	return len(pcs) > 0 && filepath.Base(moduleOf(r, pcs[0])) == mod
+}
+
+type tally struct {
+	blocks, bytes uint64
+	ops           map[event.Op]uint64
+}
+
+// live sums what is still live at the end of a trace and was allocated
+// directly by code in module mod.
+func live(r *replay.Replay, mod string) (heap, maps tally) {
+	h, m := r.Live()
+	heap.ops, maps.ops = map[event.Op]uint64{}, map[event.Op]uint64{}
+	for _, b := range h {
+		if fromModule(r, b.Stack, mod) {
+			heap.blocks++
+			heap.bytes += b.Size
+			heap.ops[b.Op]++
+		}
+	}
+	for _, b := range m {
+		if fromModule(r, b.Stack, mod) {
+			maps.blocks++
+			maps.bytes += b.Size
+			maps.ops[b.Op]++
+		}
+	}
+	return
+}
+
+func load(t *testing.T, path string) *analyze.Input {
+	t.Helper()
+	in, err := analyze.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+// traceOne runs a test program under the shim and returns its counters
+// and its single trace.
+func traceOne(t *testing.T, bin string, args ...string) (map[string]uint64, *analyze.Input) {
+	t.Helper()
+	r := same(t, t.TempDir(), nil, "", append([]string{bin}, args...)...)
+	if len(r.traces) != 1 {
+		t.Fatalf("%s: want 1 trace, got %v", bin, r.traces)
+	}
+	return counters(t, r.stdout), load(t, r.traces[0])
+}
+
+func TestFibThreadLeaks(t *testing.T) {
+	bin := testutil.Program(t, "fib_thread.c")
+	c, in := traceOne(t, bin, "20")
+	heap, _ := live(in.Replay, "fib_thread")
+	if heap.blocks != 20 || heap.bytes != 20*8192 || heap.ops[event.OpCalloc] != 20 || c["leaked_bytes"] != heap.bytes {
+		t.Errorf("fib_thread leaks: got %d blocks, %d bytes, ops %v; program says %v", heap.blocks, heap.bytes, heap.ops, c)
+	}
+	// All 20 come from one site, on the worker thread.
+	sites := map[uint64]bool{}
+	hb, _ := in.Replay.Live()
+	for _, b := range hb {
+		if fromModule(in.Replay, b.Stack, "fib_thread") {
+			sites[b.Stack] = true
+			if b.Tid == uint32(in.Replay.Hdr.Pid) {
+				t.Errorf("block 0x%x allocated on the main thread", b.Addr)
+			}
+		}
+	}
+	if len(sites) != 1 {
+		t.Errorf("want 1 allocation site, got %d", len(sites))
+	}
+}
+
+func TestMmapLeaks(t *testing.T) {
+	bin := testutil.Program(t, "mmap_leak.c")
+	c, in := traceOne(t, bin)
+	_, maps := live(in.Replay, "mmap_leak")
+	if maps.blocks != 12 || maps.bytes != 12*40960 || c["leaked_regions"] != 12 {
+		t.Errorf("mmap_leak: got %d regions, %d bytes; program says %v", maps.blocks, maps.bytes, c)
+	}
+}
+
+func TestCxxNew(t *testing.T) {
+	bin := testutil.Program(t, "cxx_new.cc")
+	c, in := traceOne(t, bin)
+	heap, _ := live(in.Replay, "cxx_new")
+	if heap.blocks != 2 || heap.bytes != 4+40 || heap.ops[event.OpNew] != 1 || heap.ops[event.OpNewArray] != 1 {
+		t.Errorf("cxx_new: got %d blocks, %d bytes, ops %v; program says %v", heap.blocks, heap.bytes, heap.ops, c)
+	}
+	for _, a := range in.Replay.Anomalies {
+		t.Errorf("unexpected anomaly %+v", a)
+	}
+}
+
+func TestCleanProgram(t *testing.T) {
+	bin := testutil.Program(t, "clean.c")
+	c, in := traceOne(t, bin)
+	heap, maps := live(in.Replay, "clean")
+	if heap.blocks != 0 || maps.blocks != 0 {
+		t.Errorf("clean: %d blocks, %d mappings left live", heap.blocks, maps.blocks)
+	}
+	if len(in.Replay.Anomalies) != 0 {
+		t.Errorf("clean: anomalies %+v", in.Replay.Anomalies)
+	}
+	if c["allocs"] == 0 {
+		t.Errorf("clean printed no counters: %v", c)
+	}
+}
+
+// siteCounts counts, over allocation sites in module mod, what the replay
+// matched: allocations and the frees that released them.
+func siteCounts(r *replay.Replay, mod string) (allocs, frees uint64) {
+	for id, s := range r.Sites {
+		if fromModule(r, id, mod) {
+			allocs += s.Allocs
+			frees += s.Frees
+		}
+	}
+	return
+}
+
+// countOps counts a trace's events by op, for events whose stack is in mod.
+type opCounter struct {
+	*replay.Replay
+	mod          string
+	byOp         map[event.Op]uint64
+	reallocFrees uint64 // reallocs that released a block
+	frees        uint64
+}
+
+func (c *opCounter) Event(e *event.Event) {
+	c.Replay.Event(e)
+	switch {
+	case e.Op == event.OpFree:
+		c.frees++
+	case e.Stack != 0 && fromModule(c.Replay, e.Stack, c.mod):
+		c.byOp[e.Op]++
+		if e.Kind == event.Realloc {
+			c.reallocFrees++
+		}
+	}
+}
+
+func TestStressCounts(t *testing.T) {
+	bin := testutil.Program(t, "stress.c")
+	// The interleaving of threads, and so the output, differs run to run:
+	// the trace is checked against the counters this run printed.
+	r := run(t, true, t.TempDir(), nil, "", bin, "8", "big")
+	if r.status != 0 {
+		t.Fatalf("stress exited %d: %s", r.status, r.stderr)
+	}
+	if len(r.traces) != 2 {
+		t.Fatalf("want parent and child traces, got %v", r.traces)
+	}
+	lines := map[string]map[string]uint64{}
+	pids := map[uint64]string{}
+	for _, l := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		role := strings.TrimPrefix(strings.Fields(l)[0], "role=")
+		lines[role] = counters(t, l)
+		pids[lines[role]["pid"]] = role
+	}
+	var total uint64
+	for _, path := range r.traces {
+		oc := &opCounter{Replay: replay.New(), mod: "stress", byOp: map[event.Op]uint64{}}
+		st, err := decodeInto(path, oc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		oc.Finish()
+		role := pids[uint64(oc.Hdr.Pid)]
+		want := lines[role]
+		if want == nil {
+			t.Fatalf("%s: pid %d printed nothing", path, oc.Hdr.Pid)
+		}
+		if st.Dropped != 0 || st.Truncated {
+			t.Errorf("%s: dropped %d, truncated %v", role, st.Dropped, st.Truncated)
+		}
+		allocs := oc.byOp[event.OpMalloc] + oc.byOp[event.OpCalloc]
+		if allocs != want["allocs"] || oc.byOp[event.OpRealloc] != want["reallocs"] {
+			t.Errorf("%s: trace has %d malloc/calloc and %d realloc calls, program made %d and %d",
+				role, allocs, oc.byOp[event.OpRealloc], want["allocs"], want["reallocs"])
+		}
+		// Every free the program made released a block the trace knows,
+		// except, in the child, blocks inherited from the parent.
+		_, matched := siteCounts(oc.Replay, "stress")
+		wantFrees := want["frees"] + oc.reallocFrees - want["inherited_frees"] - want["inherited_reallocs"]
+		if matched != wantFrees {
+			t.Errorf("%s: %d frees matched allocations, want %d", role, matched, wantFrees)
+		}
+		heap, _ := live(oc.Replay, "stress")
+		if heap.blocks != want["live_blocks"] || heap.bytes != want["live_bytes"] {
+			t.Errorf("%s: %d blocks, %d bytes live at exit; program says %d, %d",
+				role, heap.blocks, heap.bytes, want["live_blocks"], want["live_bytes"])
+		}
+		for _, a := range oc.Anomalies {
+			t.Errorf("%s: anomaly %+v", role, a)
+			break
+		}
+		total += st.Events
+	}
+	if total < 10_000_000 {
+		t.Errorf("only %d events: the stress test wants ≥ 10 M", total)
+	}
+}
+
+func decodeInto(path string, h event.Handler) (st statsT, err error) {
+	s, err := traceformatDecodeFile(path, h)
+	return statsT{Dropped: s.Dropped, Truncated: s.Truncated, Events: s.Events}, err
+}
+
+type statsT struct {
+	Dropped, Events uint64
+	Truncated       bool
+}
+
+func TestExitPaths(t *testing.T) {
+	bin := testutil.Program(t, "exit_paths.c")
+	for _, path := range []string{"return", "exit_thread", "_exit", "_Exit", "abort", "segv", "segv_nohandler"} {
+		t.Run(path, func(t *testing.T) {
+			r := same(t, t.TempDir(), nil, "", bin, path)
+			if len(r.traces) != 1 {
+				t.Fatalf("want 1 trace, got %v", r.traces)
+			}
+			in := load(t, r.traces[0])
+			if !in.Stats.Ended {
+				t.Errorf("trace has no end record")
+			}
+			heap, _ := live(in.Replay, "exit_paths")
+			if heap.blocks != 3 || heap.bytes != 666 {
+				t.Errorf("%d blocks, %d bytes live; want 3 blocks, 666 bytes", heap.blocks, heap.bytes)
+			}
+			want := map[string]int{"return": 0, "exit_thread": 2, "_exit": 4, "_Exit": 5, "segv": 11}[path]
+			if path == "abort" {
+				want = 6
+			}
+			if path == "segv_nohandler" {
+				want = 11
+			}
+			if in.Stats.ExitStatus != want {
+				t.Errorf("end record says %d (reason %d), want %d", in.Stats.ExitStatus, in.Stats.EndReason, want)
+			}
+		})
+	}
+}
+
+func TestDlopenLeak(t *testing.T) {
+	main := testutil.Program(t, "dlopen_main.c")
+	lib := filepath.Join(t.TempDir(), "libdlopen_lib.so")
+	src := filepath.Join(testutil.Root(), "testprogs", "dlopen_lib.c")
+	if b, err := exec.Command("gcc", "-shared", "-fPIC", "-g", "-O0", "-o", lib, src).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	c, in := traceOne(t, main, lib)
+	heap, _ := live(in.Replay, "libdlopen_lib.so")
+	if heap.blocks != 3 || heap.bytes != 300 || c["leaked_bytes"] != 300 {
+		t.Errorf("got %d blocks, %d bytes from the library; program says %v", heap.blocks, heap.bytes, c)
+	}
+	var m *event.Module
+	for _, mod := range in.Replay.Modules {
+		if filepath.Base(mod.Path) == "libdlopen_lib.so" {
+			m = mod
+		}
+	}
+	if m == nil || m.Unloaded == 0 || len(m.BuildID) == 0 {
+		t.Errorf("library module record: %+v", m)
+	}
+}
+
+var _ = fmt.Sprint
