@@ -260,6 +260,8 @@ static void put_header(void) {
 	proc_string(unwind_name());
 	proc_varint((uint64_t)cfg.depth);
 	proc_varint((uint64_t)flags_header);
+	Dl_info di;
+	proc_string(dladdr((void *)put_header, &di) && di.dli_fname ? di.dli_fname : "");
 	proc_unlock();
 }
 

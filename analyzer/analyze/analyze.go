@@ -163,10 +163,19 @@ func Add(rep *report.Report, in *Input, o Options) {
 		}
 		var out []report.Frame
 		for _, pc := range r.Stacks[stack] {
+			var fr []report.Frame
 			if src != nil {
-				out = append(out, src.Frames(pc, true)...)
+				fr = src.Frames(pc, true)
 			} else {
-				out = append(out, rawFrame(mods, pc))
+				fr = []report.Frame{rawFrame(mods, pc)}
+			}
+			for _, f := range fr {
+				// The shim's own frames (a hook that called into libc
+				// on the program's behalf) are not the program's.
+				if h.Tracer != "" && f.Module == h.Tracer {
+					continue
+				}
+				out = append(out, f)
 			}
 		}
 		cache[stack] = out

@@ -155,6 +155,9 @@ type Header struct {
 	// Forked is set in a child's trace: blocks it frees may come from
 	// before the fork, which its trace does not hold.
 	Forked bool
+	// Tracer is the path of the libleak.so that wrote the trace: its
+	// frames are the tracer's, never the program's.
+	Tracer string
 }
 
 // Handler receives what a decoder reads, in file order.

@@ -128,9 +128,9 @@ func FrameString(f Frame) string {
 	if f.File != "" {
 		fmt.Fprintf(&b, "  %s:%d", f.File, f.Line)
 	} else if f.Module != "" {
-		fmt.Fprintf(&b, "  %s", filepath.Base(f.Module))
+		fmt.Fprintf(&b, "  (in %s)", filepath.Base(f.Module))
 		if f.Address != 0 {
-			fmt.Fprintf(&b, "+0x%x", f.Address)
+			fmt.Fprintf(&b, " 0x%x", f.Address)
 		}
 	} else if f.Address != 0 {
 		fmt.Fprintf(&b, "  0x%x", f.Address)

@@ -8,7 +8,8 @@
 // (with one frame per inlined call), and from the ELF symbol table
 // otherwise. A file whose build ID differs from the recorded one is never
 // used: its frames keep only their module and address, and a warning says
-// why.
+// why. A module recorded without a build ID (mtrace input) cannot be
+// checked and is taken as found.
 package symbolize
 
 import (
@@ -129,7 +130,6 @@ func (s *Symbolizer) debugRoots() []string {
 // ever loaded, with the time window each was loaded in. It is safe for
 // concurrent use.
 type Process struct {
-	s    *Symbolizer
 	mods []procModule
 	segs intervals // runtime segments; the value indexes mods
 }
@@ -144,7 +144,7 @@ type procModule struct {
 // exited. A module recorded without segments gets those of its file's
 // PT_LOAD headers moved by its load bias.
 func (s *Symbolizer) Process(mods []event.Module) *Process {
-	p := &Process{s: s}
+	p := &Process{}
 	for i := range mods {
 		m := mods[i]
 		m.BuildID = append([]byte(nil), m.BuildID...)

@@ -27,6 +27,7 @@ var (
 	fixtureDir  string
 	fixtureErr  error
 	fixtureC    *runResult
+	fixtureC4   *runResult // prog built with DWARF 4
 	fixtureCxx  *runResult
 )
 
@@ -99,6 +100,7 @@ func fixtures(t *testing.T) (c, cxx *runResult, dir string) {
 			append([]string{"gcc"}, append(strings.Fields(cflags), "-shared", "-fPIC", "-o", d+"/libshlib.so", testdata(t, "shlib.c"))...),
 			append([]string{"gcc"}, append(strings.Fields(cflags), "-shared", "-fPIC", "-DLIB_ENTRY=lib_entrz", "-o", d+"/libshlib2.so", testdata(t, "shlib.c"))...),
 			append([]string{"gcc"}, append(strings.Fields(cflags), "-o", d+"/prog", testdata(t, "prog.c"), "-L"+d, "-lshlib", "-Wl,-rpath,"+d)...),
+			append([]string{"gcc"}, append(strings.Fields(cflags), "-gdwarf-4", "-o", d+"/prog4", testdata(t, "prog.c"), "-L"+d, "-lshlib", "-Wl,-rpath,"+d)...),
 			append([]string{"g++"}, append(strings.Fields(cflags), "-o", d+"/cxx", testdata(t, "cxx.cc"))...),
 		}
 		for _, s := range steps {
@@ -107,6 +109,9 @@ func fixtures(t *testing.T) (c, cxx *runResult, dir string) {
 			}
 		}
 		if fixtureC, fixtureErr = run(d + "/prog"); fixtureErr != nil {
+			return
+		}
+		if fixtureC4, fixtureErr = run(d + "/prog4"); fixtureErr != nil {
 			return
 		}
 		fixtureCxx, fixtureErr = run(d + "/cxx")
@@ -224,24 +229,28 @@ func unknown(module string, pc uint64) []report.Frame {
 }
 
 func TestInlinedFrames(t *testing.T) {
-	c, _, _ := fixtures(t)
-	s := New(Options{})
-	p := s.Process(c.mods)
-	ra := c.addr["ra entry"]
-	checkFrames(t, "return address in inlined code", p.Frames(ra, true), entryFrames(t, c.exe, ra))
+	c5, _, _ := fixtures(t)
+	for _, c := range []*runResult{c5, fixtureC4} {
+		t.Run(filepath.Base(c.exe), func(t *testing.T) {
+			s := New(Options{})
+			p := s.Process(c.mods)
+			ra := c.addr["ra entry"]
+			checkFrames(t, "return address in inlined code", p.Frames(ra, true), entryFrames(t, c.exe, ra))
 
-	fn := c.addr["fn entry"]
-	checkFrames(t, "function entry", p.Frames(fn, false), []report.Frame{
-		{Function: "entry", File: testdata(t, "prog.c"), Line: line(t, "prog.c", "entry-decl"), Module: c.exe, Address: fn},
-	})
-	// As a return address, a function's first byte belongs to the code
-	// before it.
-	for _, f := range p.Frames(fn, true) {
-		if f.Function == "entry" {
-			t.Errorf("entry address taken as return address still resolved to entry: %s", fmtFrames(p.Frames(fn, true)))
-		}
+			fn := c.addr["fn entry"]
+			checkFrames(t, "function entry", p.Frames(fn, false), []report.Frame{
+				{Function: "entry", File: testdata(t, "prog.c"), Line: line(t, "prog.c", "entry-decl"), Module: c.exe, Address: fn},
+			})
+			// As a return address, a function's first byte belongs to the
+			// code before it.
+			for _, f := range p.Frames(fn, true) {
+				if f.Function == "entry" {
+					t.Errorf("entry address taken as return address still resolved to entry: %s", fmtFrames(p.Frames(fn, true)))
+				}
+			}
+			noWarnings(t, s)
+		})
 	}
-	noWarnings(t, s)
 }
 
 func TestSharedLibraryLoadBias(t *testing.T) {
@@ -566,13 +575,21 @@ func TestModuleWithoutSegments(t *testing.T) {
 func TestObjectsShared(t *testing.T) {
 	c, cxx, _ := fixtures(t)
 	s := New(Options{})
-	p1, p2 := s.Process(c.mods), s.Process(c.mods)
-	s.Process(cxx.mods)
-	p1.Frames(c.addr["ra entry"], true)
-	p2.Frames(c.addr["ra entry"], true)
-	// prog, libshlib, libc and ld.so, plus cxx: libc and ld.so are shared.
-	if n := len(s.objects); n != 5 {
-		t.Errorf("%d objects for 5 distinct files", n)
+	p1, p2, p3 := s.Process(c.mods), s.Process(c.mods), s.Process(cxx.mods)
+	objs := map[string]*object{}
+	for _, p := range []*Process{p1, p2, p3} {
+		for _, m := range p.mods {
+			if o, ok := objs[m.Path]; ok && o != m.obj {
+				t.Errorf("%s: two objects for one file", m.Path)
+			}
+			objs[m.Path] = m.obj
+		}
+	}
+	other := c.withModule(c.exe, func(m *event.Module) { m.BuildID = []byte{1, 2, 3} })
+	for _, m := range s.Process(other).mods {
+		if same := m.obj == objs[m.Path]; same != (m.Path != c.exe) {
+			t.Errorf("%s: shared object %v with another build ID", m.Path, same)
+		}
 	}
 }
 

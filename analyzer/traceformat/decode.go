@@ -307,6 +307,7 @@ func (d *decoder) process(p []byte) error {
 			h.Depth = int(b.uvarint())
 			flags := b.uvarint()
 			h.Forked = flags&1 != 0
+			h.Tracer = b.string()
 			if d.shift > 32 {
 				return fmt.Errorf("bad time unit 2^%d ns", d.shift)
 			}

@@ -3,9 +3,12 @@ package main
 import (
 	"libleak/analyzer/analyze"
 	"libleak/analyzer/event"
+	"libleak/analyzer/symbolize"
 )
 
-// newSymbolizer returns the frame namer for reports.
+// newSymbolizer returns the frame namer for reports: one symbolizer for the
+// whole run, so objects shared by its processes are read once.
 func newSymbolizer(debugDirs []string, sysroot string, demangle bool) func([]event.Module) analyze.FrameSource {
-	return nil
+	s := symbolize.New(symbolize.Options{DebugDirs: debugDirs, Sysroot: sysroot, Demangle: demangle})
+	return func(mods []event.Module) analyze.FrameSource { return s.Process(mods) }
 }
