@@ -175,12 +175,13 @@ static int fd_ok(void) {
 }
 
 // leak_write_frame writes one frame: a 16-byte header (stored length, raw
-// length, encoding, CRC-32 of the stored bytes) and the payload.
-void leak_write_frame(int enc, const void *p, size_t n, size_t raw_len) {
+// length, encoding, CRC-32 of the stored bytes) and the payload. The Go
+// writer computes the CRC (vectorized); C writes only small raw frames.
+void leak_write_frame(int enc, const void *p, size_t n, size_t raw_len, uint32_t crc) {
 	if (n == 0 || !fd_ok())
 		return;
 	uint8_t h[16] = {0};
-	uint32_t sl = (uint32_t)n, rl = (uint32_t)raw_len, crc = crc32_ieee(0, p, n);
+	uint32_t sl = (uint32_t)n, rl = (uint32_t)raw_len;
 	memcpy(h, &sl, 4);
 	memcpy(h + 4, &rl, 4);
 	h[8] = (uint8_t)enc;
@@ -340,7 +341,7 @@ static void c_write_cycle(int final, int timeout_ms) {
 		return;
 	const uint8_t *p;
 	size_t n = drain_collect(final, &p);
-	leak_write_frame(ENC_RAW, p, n, n);
+	leak_write_frame(ENC_RAW, p, n, n, crc32_ieee(0, p, n));
 	pthread_mutex_unlock(&write_mu);
 }
 

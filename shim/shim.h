@@ -148,7 +148,7 @@ HIDDEN extern volatile int go_writer_alive;
 uint32_t leak_writer_wait(int timeout_ms);
 int leak_writer_final(void);
 size_t leak_writer_drain(int final, const uint8_t **p);
-void leak_write_frame(int enc, const void *p, size_t n, size_t raw_len);
+void leak_write_frame(int enc, const void *p, size_t n, size_t raw_len, uint32_t crc);
 void leak_writer_done(uint32_t gen);
 
 #endif

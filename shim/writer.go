@@ -15,12 +15,13 @@ package main
 uint32_t leak_writer_wait(int timeout_ms);
 int leak_writer_final(void);
 size_t leak_writer_drain(int final, const uint8_t **p);
-void leak_write_frame(int enc, const void *p, size_t n, size_t raw_len);
+void leak_write_frame(int enc, const void *p, size_t n, size_t raw_len, uint32_t crc);
 void leak_writer_done(uint32_t gen);
 */
 import "C"
 
 import (
+	"hash/crc32"
 	"runtime"
 	"unsafe"
 
@@ -57,7 +58,7 @@ func writeLoop() {
 		if n > 0 {
 			src := unsafe.Slice((*byte)(unsafe.Pointer(p)), int(n))
 			dst = enc.EncodeAll(src, dst[:0])
-			C.leak_write_frame(encZstd, unsafe.Pointer(&dst[0]), C.size_t(len(dst)), n)
+			C.leak_write_frame(encZstd, unsafe.Pointer(&dst[0]), C.size_t(len(dst)), n, C.uint32_t(crc32.ChecksumIEEE(dst)))
 		}
 		C.leak_writer_done(gen)
 	}
