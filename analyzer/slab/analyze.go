@@ -77,7 +77,7 @@ var systemFields = []string{"Slab", "SReclaimable", "SUnreclaim"}
 func Analyze(samples []Sample, opt Options) Report {
 	rep := Report{Samples: len(samples), System: []Series{}, Growing: []CacheTrend{}}
 	if len(samples) > 0 {
-		rep.Seconds = samples[len(samples)-1].T - samples[0].T
+		rep.Seconds = round(samples[len(samples)-1].T-samples[0].T, 3)
 	}
 	if len(samples) < 5 {
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf(
@@ -195,11 +195,18 @@ func series(name string, t, y []float64, opt trend.Options) Series {
 		Name:           name,
 		First:          uint64(r.First),
 		Last:           uint64(r.Last),
-		BytesPerSecond: r.Slope,
-		Growth:         r.Growth,
-		Confidence:     r.Confidence,
+		BytesPerSecond: round(r.Slope, 1),
+		Growth:         math.Round(r.Growth),
+		Confidence:     round(r.Confidence, 4),
 		Verdict:        r.Verdict,
 	}
+}
+
+// round keeps reports stable across machines whose floating point differs
+// in the last bits, and readable.
+func round(v float64, decimals int) float64 {
+	p := math.Pow(10, float64(decimals))
+	return math.Round(v*p) / p
 }
 
 // ReclaimableByName guesses reclaim_account for recordings that do not

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -126,8 +125,6 @@ func readProc(path string) ([]byte, error) {
 		return nil, &PathError{Path: path, Msg: "permission denied: readable by root only, run as root", Err: err}
 	case errors.Is(err, fs.ErrNotExist) && strings.HasSuffix(path, "slabinfo"):
 		return nil, &PathError{Path: path, Msg: "not present: this kernel does not export slab statistics (CONFIG_SLUB_DEBUG)", Err: err}
-	case errors.Is(err, syscall.EIO):
-		return nil, &PathError{Path: path, Msg: "read error: " + err.Error(), Err: err}
 	}
 	return nil, &PathError{Path: path, Msg: err.Error(), Err: err}
 }

@@ -73,7 +73,8 @@ type Result struct {
 	Tau float64 `json:"tau"`
 	// P is the one-sided p-value for a trend in the direction of S.
 	P float64 `json:"p_value"`
-	// Confidence is 1-P when S > 0, and 0 when the series does not rise.
+	// Confidence is 1-P: how sure the test is of a trend in the
+	// direction of S (rising when S > 0, falling when S < 0); 0 when S = 0.
 	Confidence float64 `json:"confidence"`
 	// Slope is the Theil–Sen slope in series units per time unit.
 	Slope     float64 `json:"slope"`
@@ -133,7 +134,7 @@ func Analyze(t, y []float64, opt Options) Result {
 	r.Tau = float64(r.S) / float64(n*(n-1)/2)
 	r.Slope, r.Intercept = TheilSen(bt, by)
 	r.Growth = r.Slope * (bt[n-1] - bt[0])
-	if r.S > 0 {
+	if r.S != 0 {
 		r.Confidence = 1 - r.P
 	}
 

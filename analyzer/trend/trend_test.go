@@ -140,7 +140,7 @@ func TestFlatShrinkingTooFew(t *testing.T) {
 		t.Errorf("flat: %+v", r)
 	}
 	y := []float64{10, 9, 8, 7, 6, 5, 4, 3}
-	if r := Analyze(times(8, 1), y, Options{}); r.Verdict != Shrinking || r.Confidence != 0 || r.Slope != -1 {
+	if r := Analyze(times(8, 1), y, Options{}); r.Verdict != Shrinking || r.S != -28 || r.Confidence != 1-1.0/40320 || r.Slope != -1 {
 		t.Errorf("shrinking: %+v", r)
 	}
 	if r := Analyze(times(2, 1), []float64{1, 2}, Options{}); r.Verdict != TooFew {
