@@ -19,7 +19,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "shim.h"
+#include "live.h"
 
 HIDDEN struct real_fns real;
 HIDDEN TLS int t_guard;
@@ -193,16 +193,22 @@ void *realloc(void *old, size_t n) {
 		if (!tracer_tls(RA))
 			return real.realloc(old, n);
 		uint64_t t0 = now_units();
+		size_t oldsize = old && live_enabled ? live_del(old) : 0;
 		void *p = real.realloc(old, n);
 		if (p != NULL || (old != NULL && n == 0))
 			rec_realloc(OP_REALLOC, old, p, n, t0, 0);
+		else if (old && live_enabled)
+			live_add(old, oldsize);
 		return p;
 	}
 	uint64_t t0 = now_units();
+	size_t oldsize = old && live_enabled ? live_del(old) : 0;
 	void *p = real.realloc(old, n);
 	// realloc(p, 0) frees p and returns NULL; a failed realloc keeps p.
 	if (p != NULL || (old != NULL && n == 0))
 		rec_realloc(OP_REALLOC, old, p, n, t0, 1);
+	else if (old && live_enabled)
+		live_add(old, oldsize);
 	return p;
 }
 
@@ -218,9 +224,12 @@ void *reallocarray(void *old, size_t n, size_t size) {
 	if (!recording(RA))
 		return real_reallocarray(old, n, size);
 	uint64_t t0 = now_units();
+	size_t oldsize = old && live_enabled ? live_del(old) : 0;
 	void *p = real_reallocarray(old, n, size);
 	if (p != NULL || (old != NULL && n * size == 0))
 		rec_realloc(OP_REALLOCARRAY, old, p, n * size, t0, 1);
+	else if (old && live_enabled)
+		live_add(old, oldsize);
 	return p;
 }
 
@@ -234,6 +243,8 @@ void free(void *p) {
 		return;
 	}
 	uint64_t t0 = now_units();
+	if (live_enabled)
+		live_del(p);
 	real.free(p);
 	rec_free(OP_FREE, p, t0);
 }
@@ -313,6 +324,8 @@ size_t malloc_usable_size(void *p) {
 			return;                                               \
 		}                                                             \
 		uint64_t t0 = now_units();                                    \
+		if (live_enabled)                                             \
+			live_del(p);                                          \
 		t_cxx++;                                                      \
 		realfn args;                                                  \
 		t_cxx--;                                                      \
@@ -352,11 +365,20 @@ static void *do_mmap(void *(*fn)(void *, size_t, int, int, int, off_t), void *ra
 		if (!fn) // before dlsym answered: the raw system call
 			return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
 	}
-	if (!recording(ra))
-		return fn(addr, len, prot, flags, fd, off);
+	if (!recording(ra)) {
+		void *p = fn(addr, len, prot, flags, fd, off);
+		// The Go runtime's heap and the unwinder's caches: memory the
+		// scan must never read as roots.
+		if (p != MAP_FAILED && live_enabled && (t_tracer || t_guard))
+			tracer_region_add(p, len);
+		return p;
+	}
 	void *p = fn(addr, len, prot, flags, fd, off);
-	if (p != MAP_FAILED)
+	if (p != MAP_FAILED) {
+		if (live_enabled)
+			live_map_add(p, len, prot, flags);
 		rec_mmap(p, len, prot, flags);
+	}
 	return p;
 }
 
@@ -374,9 +396,14 @@ int munmap(void *addr, size_t len) {
 		if (!real.munmap)
 			return syscall(SYS_munmap, addr, len);
 	}
-	if (!recording(RA))
+	if (!recording(RA)) {
+		if (live_enabled && (t_tracer || t_guard))
+			tracer_region_del(addr, len);
 		return real.munmap(addr, len);
+	}
 	uint64_t t0 = now_units();
+	if (live_enabled)
+		live_map_del(addr, len);
 	int rc = real.munmap(addr, len);
 	if (rc == 0)
 		rec_munmap(addr, len, t0);
@@ -397,8 +424,13 @@ void *mremap(void *old, size_t oldlen, size_t len, int flags, ...) {
 		return real.mremap(old, oldlen, len, flags, target);
 	uint64_t t0 = now_units();
 	void *p = real.mremap(old, oldlen, len, flags, target);
-	if (p != MAP_FAILED)
+	if (p != MAP_FAILED) {
+		if (live_enabled) {
+			live_map_del(old, oldlen);
+			live_map_add(p, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
+		}
 		rec_mremap(old, oldlen, p, len, t0);
+	}
 	return p;
 }
 
@@ -441,8 +473,21 @@ static void *thread_start(void *p) {
 	t_guard++;
 	real.free(p);
 	t_guard--;
-	if (s.tracer)
+	if (s.tracer) {
 		t_tracer = 1;
+	} else if (live_enabled) {
+		// pthread_getattr_np allocates: inside the guard it is not traced.
+		pthread_attr_t a;
+		void *lo;
+		size_t size;
+		t_guard++;
+		if (pthread_getattr_np(pthread_self(), &a) == 0) {
+			if (pthread_attr_getstack(&a, &lo, &size) == 0)
+				live_thread_start((uintptr_t)lo, (uintptr_t)lo + size);
+			pthread_attr_destroy(&a);
+		}
+		t_guard--;
+	}
 	return s.fn(s.arg);
 }
 

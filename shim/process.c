@@ -24,7 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "shim.h"
+#include "live.h"
 
 HIDDEN struct settings cfg;
 HIDDEN int leak_active;
@@ -385,6 +385,10 @@ HIDDEN void finish(int reason, int status) {
 		return;
 	t_guard++;
 	modules_scan();
+	// Exit and _exit leave memory as the program left it: scan it. After
+	// a crash the heap may be corrupt; reading it could fault.
+	if (reason != END_SIGNAL && cfg.scan)
+		scan_run();
 	leak_active = 0;
 	proc_lock();
 	uint8_t tag = REC_END;
@@ -439,9 +443,13 @@ static void atfork_prepare(void) {
 	t_guard++;
 	pthread_mutex_lock(&write_mu);
 	rec_atfork_prepare();
+	if (live_enabled)
+		live_freeze();
 }
 
 static void atfork_parent(void) {
+	if (live_enabled)
+		live_thaw();
 	rec_atfork_parent();
 	pthread_mutex_unlock(&write_mu);
 	t_guard--;
@@ -450,6 +458,7 @@ static void atfork_parent(void) {
 static void atfork_child(void) {
 	pthread_mutex_init(&write_mu, NULL);
 	rec_after_fork_child();
+	live_after_fork();
 	t_guard--;
 	if (!leak_active || fd < 0)
 		return;
@@ -633,6 +642,15 @@ static void read_settings(void) {
 		else if (strcmp(v, "libunwind") != 0)
 			logmsg("LEAK_UNWIND=%s is neither fp nor libunwind; using libunwind", v);
 	}
+	cfg.scan = !((v = getenv("LEAK_SCAN")) && strcmp(v, "0") == 0);
+	if ((v = getenv("LEAK_CONTENT")) && *v) {
+		char *end;
+		long n = strtol(v, &end, 10);
+		if (*end || n < 0 || n > 4096)
+			logmsg("LEAK_CONTENT=%s is not a number of bytes from 0 to 4096; recording no content", v);
+		else
+			cfg.content = (int)n;
+	}
 	v = getenv("LEAK_OUT");
 	snprintf(cfg.out, sizeof cfg.out, "%s", v && *v ? v : "leak.%e.%p.zst");
 }
@@ -650,6 +668,8 @@ HIDDEN void process_init(void) {
 	dl_iterate_phdr(find_ldso, NULL);
 	rec_clock_start();
 	leak_pid = getpid();
+	live_enabled = cfg.scan;
+	scan_content_bytes = cfg.content;
 	unwind_init();
 	if (trace_open() != 0) {
 		t_guard--;

@@ -22,7 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "shim.h"
+#include "live.h"
 
 #define BUF_SIZE (64u << 10)
 #define MAX_BUFS 1024 // 64 MiB of trace buffers at the most
@@ -88,10 +88,7 @@ HIDDEN void rec_clock_start(void) {
 	t_start_ns = (uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec;
 }
 
-static void *map(size_t n) {
-	void *p = real.mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	return p == MAP_FAILED ? NULL : p;
-}
+static void *map(size_t n) { return live_map(n); }
 
 // ---- encoding ---------------------------------------------------------------
 
@@ -334,6 +331,8 @@ static inline uint8_t *put_addr(struct tstate *s, uint8_t *p, uint64_t a) {
 HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
 	uintptr_t pcs[MAX_DEPTH];
 	int n = 0;
+	if (live_enabled)
+		live_add(ptr, size);
 	if (with_stack) {
 		int saved = errno;
 		t_guard++;
@@ -372,6 +371,8 @@ HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_be
 		t_guard--;
 		errno = saved;
 	}
+	if (ptr && live_enabled)
+		live_add(ptr, size);
 	BEGIN_EVENT(RECORD_MAX);
 	uint64_t id = 0;
 	if (with_stack)
@@ -459,7 +460,7 @@ HIDDEN void proc_put(const void *p, size_t n) {
 			return;
 		if (proc_buf) {
 			memcpy(nb, proc_buf, proc_len);
-			real.munmap(proc_buf, proc_cap);
+			live_unmap(proc_buf, proc_cap);
 		}
 		proc_buf = nb;
 		proc_cap = cap;
@@ -512,7 +513,7 @@ static void out_reserve(size_t n) {
 		return; // cannot happen short of exhausting memory; the piece is lost
 	if (out) {
 		memcpy(nb, out, out_len);
-		real.munmap(out, out_cap);
+		live_unmap(out, out_cap);
 	}
 	out = nb;
 	out_cap = cap;

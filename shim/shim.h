@@ -34,6 +34,7 @@ enum {
 	REC_EXEC_FAILED = 0x45,
 	REC_NOTE = 0x47,
 	REC_FRAME = 0x48,
+	REC_SCAN = 0x49,
 	REC_EVENT = 0x20, // + op
 };
 
@@ -54,6 +55,8 @@ enum { MF_ANON = 1, MF_SHARED = 2, MF_FILE = 4 };
 // Settings read once at start.
 struct settings {
 	int off;
+	int scan;    // keep the live table and scan at exit
+	int content; // bytes of each lost block to record (LEAK_CONTENT)
 	int verbose;
 	int depth;
 	int unwind_fp;
@@ -150,5 +153,11 @@ int leak_writer_final(void);
 size_t leak_writer_drain(int final, const uint8_t **p);
 void leak_write_frame(int enc, const void *p, size_t n, size_t raw_len, uint32_t crc);
 void leak_writer_done(uint32_t gen);
+
+// cfi.c: the CFI unwinder behind unwind_capture. unwind_invalidate drops
+// every thread's cached unwind rules; call it after a module is unloaded.
+HIDDEN int cfi_init(void);
+HIDDEN int cfi_capture(uintptr_t *pcs, int max);
+HIDDEN void unwind_invalidate(void);
 
 #endif

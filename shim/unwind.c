@@ -1,7 +1,16 @@
-// Stack capture. The default is libunwind's unw_backtrace, which follows
-// the CFI in .eh_frame and so gets whole stacks from distro binaries built
-// without frame pointers; frame-pointer walking (LEAK_UNWIND=fp) is cheaper
-// but stops after one frame in such code.
+// Stack capture. Three unwinders, chosen with LEAK_UNWIND:
+//
+//   cfi        the default: our own CFI unwinder with a per-thread rule
+//              cache (cfi.c). Whole stacks from code built without frame
+//              pointers, at little more than the cost of a frame-pointer
+//              walk. Needs _dl_find_object (glibc 2.35).
+//   libunwind  libunwind's unw_backtrace: also follows the CFI, and steps
+//              through signal frames, but costs several times as much.
+//   fp         frame pointers: cheapest, but stops after one frame in
+//              code built without them (most distro binaries).
+//
+// When cfi cannot run it falls back to libunwind, and that to fp; the
+// trace says so in a note and records the unwinder actually used.
 //
 // libunwind is loaded with dlopen(RTLD_LOCAL) rather than linked: linked,
 // its exported backtrace() and _Unwind_Backtrace would replace the
@@ -10,37 +19,53 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "shim.h"
 
+enum { UNWIND_CFI, UNWIND_LIBUNWIND, UNWIND_FP };
+
+static int mode = UNWIND_FP;
 static int (*unw_backtrace_fn)(void **, int);
 static const char *name = "none";
 
-extern void *__libc_stack_end;
+static int load_libunwind(void) {
+	static const char *libs[] = {"libunwind.so.8", "libunwind-x86_64.so.8"};
+	for (unsigned i = 0; i < sizeof libs / sizeof libs[0] && !unw_backtrace_fn; i++) {
+		void *h = real.dlopen(libs[i], RTLD_NOW | RTLD_LOCAL);
+		if (!h)
+			continue;
+		unw_backtrace_fn = (int (*)(void **, int))dlsym(h, "unw_backtrace");
+		// The default global cache takes a lock per step; a
+		// per-thread cache lets threads unwind in parallel.
+		int (*set_policy)(void *, int) = (int (*)(void *, int))dlsym(h, "_ULx86_64_set_caching_policy");
+		void **as = (void **)dlsym(h, "_ULx86_64_local_addr_space");
+		if (set_policy && as)
+			set_policy(*as, 2 /* UNW_CACHE_PER_THREAD */);
+	}
+	return unw_backtrace_fn != NULL;
+}
 
 HIDDEN void unwind_init(void) {
-	if (!cfg.unwind_fp) {
-		static const char *libs[] = {"libunwind.so.8", "libunwind-x86_64.so.8"};
-		for (unsigned i = 0; i < sizeof libs / sizeof libs[0] && !unw_backtrace_fn; i++) {
-			void *h = real.dlopen(libs[i], RTLD_NOW | RTLD_LOCAL);
-			if (!h)
-				continue;
-			unw_backtrace_fn = (int (*)(void **, int))dlsym(h, "unw_backtrace");
-			// The default global cache takes a lock per step; a
-			// per-thread cache lets threads unwind in parallel.
-			int (*set_policy)(void *, int) = (int (*)(void *, int))dlsym(h, "_ULx86_64_set_caching_policy");
-			void **as = (void **)dlsym(h, "_ULx86_64_local_addr_space");
-			if (set_policy && as)
-				set_policy(*as, 2 /* UNW_CACHE_PER_THREAD */);
-		}
-		if (!unw_backtrace_fn) {
-			cfg.unwind_fp = 1;
-			proc_note("libunwind.so.8 not found: stacks come from frame pointers and are short "
-				  "in code built without them (apt-get install libunwind8)");
-		}
+	const char *v = getenv("LEAK_UNWIND");
+	if (cfg.unwind_fp)
+		mode = UNWIND_FP;
+	else if (v && strcmp(v, "libunwind") == 0)
+		mode = UNWIND_LIBUNWIND;
+	else
+		mode = UNWIND_CFI;
+	if (mode == UNWIND_CFI && !cfi_init()) {
+		mode = UNWIND_LIBUNWIND;
+		proc_note("_dl_find_object not found (glibc older than 2.35): "
+			  "stacks come from libunwind, which is slower");
 	}
-	name = cfg.unwind_fp ? "fp" : "libunwind";
+	if (mode == UNWIND_LIBUNWIND && !load_libunwind()) {
+		mode = UNWIND_FP;
+		proc_note("libunwind.so.8 not found: stacks come from frame pointers and are short "
+			  "in code built without them (apt-get install libunwind8)");
+	}
+	name = mode == UNWIND_CFI ? "cfi" : mode == UNWIND_LIBUNWIND ? "libunwind" : "fp";
 }
 
 HIDDEN const char *unwind_name(void) { return name; }
@@ -72,11 +97,13 @@ static int fp_walk(uintptr_t *pcs, int max) {
 // unwind_capture returns the caller's stack, innermost first, starting at
 // the return address into the code that called the hook.
 HIDDEN int unwind_capture(uintptr_t *pcs, int max) {
+	if (LIKELY(mode == UNWIND_CFI))
+		return cfi_capture(pcs, max);
 	uintptr_t tmp[160];
 	int want = max + 8; // room for our own frames, dropped below
 	if (want > 160)
 		want = 160;
-	int n = cfg.unwind_fp ? fp_walk(tmp, want) : unw_backtrace_fn((void **)tmp, want);
+	int n = mode == UNWIND_FP ? fp_walk(tmp, want) : unw_backtrace_fn((void **)tmp, want);
 	int skip = 0;
 	// Frame 0 of unw_backtrace is in unwind_capture itself: drop every
 	// leading frame in our own text.

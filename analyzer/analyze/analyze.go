@@ -197,17 +197,31 @@ func Add(rep *report.Report, in *Input, o Options) {
 		if o.MinAge > 0 && end-b.Time < uint64(o.MinAge) {
 			return
 		}
+		kind := report.KindUnfreed
+		var v event.Verdict
+		if r.Verdicts != nil {
+			var ok bool
+			if v, ok = r.Verdicts[b.Addr]; !ok {
+				kind = report.KindReachable
+			} else {
+				kind = verdictKinds[v.Kind]
+			}
+		}
 		fr := frames(b.Stack)
-		key := source + "\x00" + groupKey(fr, o.Group, b.Stack)
+		key := kind + "\x00" + source + "\x00" + groupKey(fr, o.Group, b.Stack)
 		a := groups[key]
 		if a == nil {
-			a = &acc{leak: report.Leak{Pid: h.Pid, Kind: report.KindUnfreed, Source: source,
+			a = &acc{leak: report.Leak{Pid: h.Pid, Kind: kind, Source: source,
 				Frames: groupFrames(fr, o.Group), Family: b.Op.Family().String()}}
 			groups[key] = a
 			order = append(order, key)
 		}
 		a.leak.Bytes += b.Size
 		a.leak.Blocks++
+		a.leak.IndirectBytes += v.Indirect
+		if a.leak.Content == nil && len(v.Content) > 0 {
+			a.leak.Content = v.Content
+		}
 		a.times = append(a.times, b.Time)
 	}
 	for _, b := range heap {
@@ -257,6 +271,12 @@ func Add(rep *report.Report, in *Input, o Options) {
 		}
 		rep.Anomalies = append(rep.Anomalies, an)
 	}
+}
+
+var verdictKinds = map[uint8]string{
+	event.VerdictDefinite: report.KindDefinite,
+	event.VerdictIndirect: report.KindIndirect,
+	event.VerdictPossible: report.KindPossible,
 }
 
 // pattern classifies a site's leaked blocks by when they were made.

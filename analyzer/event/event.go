@@ -167,3 +167,31 @@ type Handler interface {
 	Stack(id uint64, pcs []uint64)
 	Event(e *Event)
 }
+
+// Verdict kinds of the exit-time reachability scan.
+const (
+	VerdictDefinite = 1
+	VerdictIndirect = 2
+	VerdictPossible = 3
+)
+
+// Verdict is the scan's finding for one live block that is not reachable.
+type Verdict struct {
+	Addr     uint64
+	Kind     uint8
+	Indirect uint64 // for definite blocks: bytes of the blocks only it points to
+	Content  []byte // first bytes of the block, with LEAK_CONTENT
+}
+
+// Scan is one reachability scan of a process. Live blocks without a
+// verdict were reachable.
+type Scan struct {
+	Time     uint64
+	Blocks   uint64
+	Verdicts []Verdict
+}
+
+// ScanHandler is implemented by handlers that want scan results.
+type ScanHandler interface {
+	Scan(s *Scan)
+}

@@ -70,6 +70,10 @@ type Replay struct {
 
 	Anomalies []Anomaly
 	Sites     map[uint64]*Site
+	// Verdicts holds the last reachability scan's findings by address; nil
+	// when the process was not scanned.
+	Verdicts map[uint64]event.Verdict
+	ScanTime uint64
 
 	cur, Peak uint64
 	PeakTime  uint64
@@ -363,4 +367,13 @@ func (r *Replay) Live() (heap, maps []Block) {
 	}
 	sort.Slice(heap, func(i, j int) bool { return heap[i].Addr < heap[j].Addr })
 	return heap, append([]Block(nil), r.maps...)
+}
+
+// Scan keeps a reachability scan's verdicts; a later scan replaces them.
+func (r *Replay) Scan(s *event.Scan) {
+	r.Verdicts = make(map[uint64]event.Verdict, len(s.Verdicts))
+	for _, v := range s.Verdicts {
+		r.Verdicts[v.Addr] = v
+	}
+	r.ScanTime = s.Time
 }

@@ -81,8 +81,10 @@ type Leak struct {
 	Bytes  uint64  `json:"bytes"`
 	Blocks uint64  `json:"blocks"`
 	Frames []Frame `json:"frames"`
-	// IndirectBytes is the part of a definite leak's weight made of blocks
-	// only it pointed to (valgrind's "X (Y direct, Z indirect)").
+	// IndirectBytes, for definite leaks, counts the bytes of the blocks
+	// only these blocks pointed to (valgrind's "X (Y direct, Z indirect)"):
+	// Bytes is the direct part. The indirect blocks also have their own
+	// sites of kind indirect.
 	IndirectBytes uint64 `json:"indirect_bytes,omitempty"`
 	// Pattern is frequent, occasional, one-time or implicit.
 	Pattern string `json:"pattern,omitempty"`

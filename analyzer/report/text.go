@@ -45,15 +45,18 @@ func WriteText(w io.Writer, r *Report, o TextOptions) error {
 			ew.printf("\n")
 		}
 		shown++
-		ew.printf("%s in %s  %s  %s", Bytes(l.Bytes), Blocks(l.Blocks), l.Kind, l.Source)
+		if l.IndirectBytes > 0 {
+			// valgrind's form: "152 (40 direct, 112 indirect) bytes".
+			ew.printf("%s (%s direct, %s indirect) bytes in %s  %s  %s", Count(l.Bytes+l.IndirectBytes),
+				Count(l.Bytes), Count(l.IndirectBytes), Blocks(l.Blocks), l.Kind, l.Source)
+		} else {
+			ew.printf("%s in %s  %s  %s", Bytes(l.Bytes), Blocks(l.Blocks), l.Kind, l.Source)
+		}
 		if l.Family != "" {
 			ew.printf("  %s", l.Family)
 		}
 		if l.Pattern != "" {
 			ew.printf("  %s", l.Pattern)
-		}
-		if l.IndirectBytes > 0 {
-			ew.printf("  (%s direct, %s indirect)", Count(l.Bytes-l.IndirectBytes), Count(l.IndirectBytes))
 		}
 		if len(r.Processes) > 1 {
 			ew.printf("  pid %d", l.Pid)

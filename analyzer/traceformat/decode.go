@@ -35,6 +35,7 @@ const (
 	recExecFailed = 0x45
 	recNote       = 0x47
 	recFrame      = 0x48
+	recScan       = 0x49
 	recEvent      = 0x20
 
 	encRaw  = 0
@@ -366,6 +367,31 @@ func (d *decoder) process(p []byte) error {
 			d.st.Notes = append(d.st.Notes, b.string())
 		case recFrame:
 			d.mark = d.ns(b.uvarint())
+		case recScan:
+			sc := &event.Scan{Time: d.ns(b.uvarint()), Blocks: b.uvarint()}
+			content := b.uvarint()
+			n := b.uvarint()
+			if n > uint64(len(b.b)) {
+				return fmt.Errorf("scan with %d verdicts in a %d-byte piece", n, len(b.b))
+			}
+			sc.Verdicts = make([]event.Verdict, 0, n)
+			var addr uint64
+			for i := uint64(0); i < n && b.err == nil; i++ {
+				addr += uint64(b.svarint())
+				v := event.Verdict{Addr: addr, Kind: b.byte()}
+				if v.Kind == event.VerdictDefinite {
+					v.Indirect = b.uvarint()
+				}
+				if content > 0 {
+					v.Content = append([]byte(nil), b.bytes(b.uvarint())...)
+				}
+				sc.Verdicts = append(sc.Verdicts, v)
+			}
+			if sh, ok := d.h.(event.ScanHandler); ok && b.err == nil {
+				// Events before the scan come first.
+				d.release(^uint64(0))
+				sh.Scan(sc)
+			}
 		default:
 			return fmt.Errorf("unknown process record 0x%02x", tag)
 		}

@@ -1,0 +1,761 @@
+// The CFI unwinder: walks the program's stack with the call frame
+// information in .eh_frame, which distro binaries keep even when they are
+// built without frame pointers, at close to the cost of a frame-pointer
+// walk.
+//
+// Interpreting CFI is slow (find the object, search its FDE table, parse
+// the CIE and FDE, run the CFA program up to the address), but a program
+// allocates from few distinct call sites. So each thread keeps a cache
+// from return address to the rule that unwinds that frame, packed into 16
+// bytes: where the CFA is, where the return address and the caller's rbp
+// were saved. On x86-64 that is all an unwinder has to track: the caller's
+// rsp is the CFA, and rbp is the only other register CFA rules use. A hit
+// costs a hash, a compare and two or three loads.
+//
+// Everything here runs inside the allocation hooks, possibly in a signal
+// handler that interrupted the allocator: no malloc, no locks, no stdio.
+// _dl_find_object (glibc 2.35) is lock-free and async-signal-safe; it is
+// what libgcc's unwinder uses too. Stack reads are bounds-checked: a frame
+// whose rule is wrong ends the walk instead of faulting.
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+// glibc's struct dl_find_object, declared here so that the library builds
+// against older headers; the function is looked up at run time.
+struct find_object {
+	unsigned long long flags;
+	void *map_start;
+	void *map_end;
+	void *link_map;
+	void *eh_frame; // the PT_GNU_EH_FRAME segment: .eh_frame_hdr
+	unsigned long long reserved[9];
+};
+static int (*find_object)(void *, struct find_object *);
+
+extern void *__libc_stack_end;
+
+// ---- the rule cache -----------------------------------------------------------
+
+enum {
+	CFA_RSP = 0,    // CFA = rsp + cfa_off
+	CFA_RBP = 1,    // CFA = rbp + cfa_off
+	CFA_DEREF = 2,  // CFA = *(rbp + cfa_off): gcc's stack realignment
+	CFA_STOP = 3,   // outermost frame, or a rule we cannot follow
+	CFA_MASK = 3,
+	RBP_SAME = 0 << 2,  // rbp unchanged
+	RBP_AT_CFA = 1 << 2, // saved at CFA + rbp_off
+	RBP_AT_RBP = 2 << 2, // saved at rbp + rbp_off (realigned frames)
+	RBP_LOST = 3 << 2,   // recoverable only by rules we do not follow
+	RBP_MASK = 3 << 2,
+};
+
+struct rule {
+	uintptr_t ip; // the return address this rule unwinds; 0: empty slot
+	int32_t cfa_off;
+	int16_t rbp_off;
+	uint8_t kind;
+	int8_t ra_off8; // the return address is at CFA + 8 * ra_off8
+};
+
+#define CACHE_BITS 12
+#define CACHE_SIZE (1u << CACHE_BITS)
+
+static TLS struct rule *t_rules;
+static TLS unsigned t_gen;
+static unsigned cache_gen = 1;
+static pthread_key_t cache_key;
+static int cache_key_ok;
+
+HIDDEN void unwind_invalidate(void) { __atomic_fetch_add(&cache_gen, 1, __ATOMIC_RELEASE); }
+
+static void cache_free(void *p) {
+	if (p) {
+		real.munmap(p, CACHE_SIZE * sizeof(struct rule));
+		t_rules = NULL;
+	}
+}
+
+// cache returns this thread's table, empty after a module was unloaded.
+static struct rule *cache(void) {
+	unsigned gen = __atomic_load_n(&cache_gen, __ATOMIC_ACQUIRE);
+	struct rule *r = t_rules;
+	if (LIKELY(r && t_gen == gen))
+		return r;
+	if (!r) {
+		void *p = real.mmap(NULL, CACHE_SIZE * sizeof *r, PROT_READ | PROT_WRITE,
+				    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (p == MAP_FAILED)
+			return NULL;
+		r = t_rules = p;
+		// Keys below 32 live in the thread descriptor: setting one
+		// does not allocate.
+		if (cache_key_ok)
+			pthread_setspecific(cache_key, p);
+	} else {
+		memset(r, 0, CACHE_SIZE * sizeof *r);
+	}
+	t_gen = gen;
+	return r;
+}
+
+static inline struct rule *slot(struct rule *tab, uintptr_t ip) {
+	return &tab[(uint32_t)((ip * 0x9e3779b97f4a7c15u) >> (64 - CACHE_BITS))];
+}
+
+// ---- reading CFI ----------------------------------------------------------------
+
+// A cursor over CFI bytes. Running off the end sets bad, and every reader
+// then returns 0: callers check once per record instead of per field.
+struct cur {
+	const uint8_t *p, *end;
+	int bad;
+};
+
+static inline uint8_t u8(struct cur *c) {
+	if (c->p >= c->end) {
+		c->bad = 1;
+		return 0;
+	}
+	return *c->p++;
+}
+
+static uint64_t uleb(struct cur *c) {
+	uint64_t v = 0;
+	for (unsigned shift = 0;; shift += 7) {
+		uint8_t b = u8(c);
+		if (shift < 64)
+			v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80) || c->bad)
+			return v;
+	}
+}
+
+static int64_t sleb(struct cur *c) {
+	uint64_t v = 0;
+	unsigned shift = 0;
+	uint8_t b;
+	do {
+		b = u8(c);
+		if (shift < 64)
+			v |= (uint64_t)(b & 0x7f) << shift;
+		shift += 7;
+	} while ((b & 0x80) && !c->bad);
+	if (shift < 64 && (b & 0x40))
+		v |= ~(uint64_t)0 << shift;
+	return (int64_t)v;
+}
+
+static inline uint64_t fixed(struct cur *c, size_t n) {
+	if ((size_t)(c->end - c->p) < n) {
+		c->bad = 1;
+		c->p = c->end;
+		return 0;
+	}
+	uint64_t v = 0;
+	memcpy(&v, c->p, n); // little-endian
+	c->p += n;
+	return v;
+}
+
+enum {
+	PE_ABSPTR = 0x00, PE_ULEB = 0x01, PE_UDATA2 = 0x02, PE_UDATA4 = 0x03, PE_UDATA8 = 0x04,
+	PE_SLEB = 0x09, PE_SDATA2 = 0x0a, PE_SDATA4 = 0x0b, PE_SDATA8 = 0x0c,
+	PE_PCREL = 0x10, PE_DATAREL = 0x30, PE_ALIGNED = 0x50, PE_INDIRECT = 0x80, PE_OMIT = 0xff,
+};
+
+// encoded reads a DW_EH_PE-encoded pointer. Indirect pointers are not
+// followed: only the personality routine uses them, and it is skipped.
+static uintptr_t encoded(struct cur *c, uint8_t enc, uintptr_t datarel) {
+	const uint8_t *at = c->p;
+	uintptr_t base = 0;
+	switch (enc & 0x70) {
+	case 0:
+		break;
+	case PE_PCREL:
+		base = (uintptr_t)at;
+		break;
+	case PE_DATAREL:
+		base = datarel;
+		break;
+	case PE_ALIGNED & 0x70:
+		c->p = (const uint8_t *)(((uintptr_t)c->p + 7) & ~(uintptr_t)7);
+		return (uintptr_t)fixed(c, 8);
+	default: // textrel, funcrel: never used on x86-64
+		c->bad = 1;
+		return 0;
+	}
+	uintptr_t v;
+	switch (enc & 0x0f) {
+	case PE_ABSPTR:
+	case PE_UDATA8:
+	case PE_SDATA8:
+		v = (uintptr_t)fixed(c, 8);
+		break;
+	case PE_ULEB:
+		v = (uintptr_t)uleb(c);
+		break;
+	case PE_SLEB:
+		v = (uintptr_t)sleb(c);
+		break;
+	case PE_UDATA2:
+		v = (uintptr_t)fixed(c, 2);
+		break;
+	case PE_SDATA2:
+		v = (uintptr_t)(int16_t)fixed(c, 2);
+		break;
+	case PE_UDATA4:
+		v = (uintptr_t)fixed(c, 4);
+		break;
+	case PE_SDATA4:
+		v = (uintptr_t)(int32_t)fixed(c, 4);
+		break;
+	default:
+		c->bad = 1;
+		return 0;
+	}
+	return v + base;
+}
+
+// The row of the CFA table the unwinder needs: how to find the CFA, the
+// caller's rbp and the return address.
+enum { R_SAME, R_OFF, R_RBP, R_UNDEF, R_BAD };
+
+struct row {
+	uint8_t cfa; // CFA_RSP, CFA_RBP, CFA_DEREF or CFA_STOP (unfollowable)
+	uint8_t rbp, ra; // R_*
+	int64_t cfa_off, rbp_off, ra_off;
+};
+
+struct cie {
+	uint64_t code_align;
+	int64_t data_align;
+	uint8_t fde_enc;
+	int has_z;
+	struct cur insns;
+};
+
+#define DW_REG_RBP 6
+#define DW_REG_RSP 7
+#define DW_REG_RA 16
+
+static int parse_cie(const uint8_t *p, const uint8_t *lo, const uint8_t *hi, struct cie *cie) {
+	if (p < lo || p >= hi)
+		return -1;
+	struct cur c = {p, hi, 0};
+	uint64_t len = fixed(&c, 4);
+	if (len == 0xffffffffu)
+		len = fixed(&c, 8);
+	if (c.bad || len > (uint64_t)(hi - c.p))
+		return -1;
+	c.end = c.p + len;
+	if (fixed(&c, 4) != 0) // not a CIE
+		return -1;
+	uint8_t version = u8(&c);
+	if (version != 1 && version != 3 && version != 4)
+		return -1;
+	const char *aug = (const char *)c.p;
+	while (u8(&c) != 0 && !c.bad)
+		;
+	if (version == 4 && (u8(&c) != 8 || u8(&c) != 0)) // address and segment sizes
+		return -1;
+	cie->code_align = uleb(&c);
+	cie->data_align = sleb(&c);
+	uint64_t ra = version == 1 ? u8(&c) : uleb(&c);
+	if (ra != DW_REG_RA || c.bad)
+		return -1;
+	cie->fde_enc = PE_ABSPTR;
+	cie->has_z = aug[0] == 'z';
+	if (cie->has_z) {
+		uint64_t alen = uleb(&c);
+		if (c.bad || alen > (uint64_t)(c.end - c.p))
+			return -1;
+		struct cur a = {c.p, c.p + alen, 0};
+		for (const char *s = aug + 1; *s && !a.bad; s++) {
+			switch (*s) {
+			case 'R':
+				cie->fde_enc = u8(&a);
+				break;
+			case 'L':
+				u8(&a);
+				break;
+			case 'P': {
+				uint8_t enc = u8(&a);
+				encoded(&a, enc & 0x7f, 0);
+				break;
+			}
+			case 'S': // signal frame: its caller is not at a call
+			case 'B':
+			case 'G':
+				break;
+			default:
+				// Data of letters we do not know follows those we
+				// do: what we need is read.
+				goto done;
+			}
+		}
+	done:
+		if (a.bad)
+			return -1;
+		c.p += alen;
+	} else if (aug[0] != 0) {
+		return -1;
+	}
+	if (c.bad)
+		return -1;
+	cie->insns = c;
+	return 0;
+}
+
+// A DWARF expression we can follow: "DW_OP_breg6 off" alone, or followed
+// by DW_OP_deref, as gcc emits for functions that realign the stack.
+static int rbp_expr(struct cur *c, uint64_t len, int64_t *off, int *deref) {
+	struct cur e = {c->p, c->p + len, 0};
+	if (len > (uint64_t)(c->end - c->p)) {
+		c->bad = 1;
+		return 0;
+	}
+	c->p += len;
+	if (u8(&e) != 0x76) // DW_OP_breg6
+		return 0;
+	*off = sleb(&e);
+	*deref = 0;
+	if (e.p < e.end && *e.p == 0x06) { // DW_OP_deref
+		e.p++;
+		*deref = 1;
+	}
+	return !e.bad && e.p == e.end;
+}
+
+#define STATE_DEPTH 16
+
+// run_cfa executes CFA instructions from loc until the row for pc is
+// complete. init is the row after the CIE's instructions (NULL while
+// running those). Returns -1 for a malformed program.
+static int run_cfa(struct cur c, const struct cie *cie, uintptr_t loc, uintptr_t pc, struct row *r,
+		   const struct row *init) {
+	struct row saved[STATE_DEPTH];
+	int depth = 0;
+	while (c.p < c.end) {
+		uint8_t op = u8(&c);
+		uint64_t reg = 0;
+		int64_t off = 0;
+		uintptr_t adv = 0;
+		switch (op >> 6) {
+		case 1: // DW_CFA_advance_loc
+			adv = op & 0x3f;
+			goto advance;
+		case 2: // DW_CFA_offset
+			reg = op & 0x3f;
+			off = (int64_t)uleb(&c) * cie->data_align;
+			goto offset;
+		case 3: // DW_CFA_restore
+			reg = op & 0x3f;
+			goto restore;
+		}
+		switch (op) {
+		case 0x00: // nop
+		case 0x2e: // GNU_args_size: matters only to landing pads
+			if (op)
+				uleb(&c);
+			break;
+		case 0x01: { // set_loc
+			uintptr_t to = encoded(&c, cie->fde_enc, 0);
+			if (to > pc)
+				return 0;
+			loc = to;
+			break;
+		}
+		case 0x02:
+			adv = fixed(&c, 1);
+			goto advance;
+		case 0x03:
+			adv = fixed(&c, 2);
+			goto advance;
+		case 0x04:
+			adv = fixed(&c, 4);
+			goto advance;
+		case 0x05: // offset_extended
+			reg = uleb(&c);
+			off = (int64_t)uleb(&c) * cie->data_align;
+			goto offset;
+		case 0x11: // offset_extended_sf
+			reg = uleb(&c);
+			off = sleb(&c) * cie->data_align;
+			goto offset;
+		case 0x2f: // GNU_negative_offset_extended
+			reg = uleb(&c);
+			off = -(int64_t)uleb(&c) * cie->data_align;
+			goto offset;
+		case 0x06: // restore_extended
+			reg = uleb(&c);
+			goto restore;
+		case 0x07: // undefined
+		case 0x08: // same_value
+			reg = uleb(&c);
+			if (reg == DW_REG_RBP)
+				r->rbp = op == 0x07 ? R_UNDEF : R_SAME;
+			else if (reg == DW_REG_RA)
+				r->ra = op == 0x07 ? R_UNDEF : R_BAD;
+			break;
+		case 0x09: // register: saved in another register
+		case 0x14: // val_offset
+		case 0x15: // val_offset_sf
+			reg = uleb(&c);
+			if (op == 0x15)
+				sleb(&c);
+			else
+				uleb(&c);
+			if (reg == DW_REG_RBP)
+				r->rbp = R_BAD;
+			else if (reg == DW_REG_RA)
+				r->ra = R_BAD;
+			break;
+		case 0x0a: // remember_state
+			if (depth == STATE_DEPTH)
+				return -1;
+			saved[depth++] = *r;
+			break;
+		case 0x0b: // restore_state: the CFA rule too, as libgcc does
+			if (depth == 0)
+				return -1;
+			*r = saved[--depth];
+			break;
+		case 0x0c: // def_cfa
+		case 0x12: // def_cfa_sf
+			reg = uleb(&c);
+			off = op == 0x0c ? (int64_t)uleb(&c) : sleb(&c) * cie->data_align;
+			r->cfa = reg == DW_REG_RSP ? CFA_RSP : reg == DW_REG_RBP ? CFA_RBP : CFA_STOP;
+			r->cfa_off = off;
+			break;
+		case 0x0d: // def_cfa_register
+			reg = uleb(&c);
+			r->cfa = reg == DW_REG_RSP ? CFA_RSP : reg == DW_REG_RBP ? CFA_RBP : CFA_STOP;
+			break;
+		case 0x0e: // def_cfa_offset
+			r->cfa_off = (int64_t)uleb(&c);
+			break;
+		case 0x13: // def_cfa_offset_sf
+			r->cfa_off = sleb(&c) * cie->data_align;
+			break;
+		case 0x0f: { // def_cfa_expression
+			int deref;
+			uint64_t len = uleb(&c);
+			if (rbp_expr(&c, len, &off, &deref) && deref) {
+				r->cfa = CFA_DEREF;
+				r->cfa_off = off;
+			} else {
+				r->cfa = CFA_STOP; // signal trampolines, PLT stubs
+			}
+			break;
+		}
+		case 0x10: // expression: saved at the address it computes
+		case 0x16: { // val_expression: the value it computes
+			int deref;
+			reg = uleb(&c);
+			uint64_t len = uleb(&c);
+			int ok = rbp_expr(&c, len, &off, &deref) && !deref && op == 0x10;
+			if (reg == DW_REG_RBP) {
+				r->rbp = ok ? R_RBP : R_BAD;
+				r->rbp_off = off;
+			} else if (reg == DW_REG_RA) {
+				r->ra = R_BAD;
+			}
+			break;
+		}
+		default:
+			return -1;
+		}
+		if (c.bad)
+			return -1;
+		continue;
+	advance:
+		loc += adv * cie->code_align;
+		if (loc > pc)
+			return 0;
+		continue;
+	offset:
+		if (reg == DW_REG_RBP) {
+			r->rbp = R_OFF;
+			r->rbp_off = off;
+		} else if (reg == DW_REG_RA) {
+			r->ra = R_OFF;
+			r->ra_off = off;
+		}
+		continue;
+	restore:
+		if (!init)
+			return -1;
+		if (reg == DW_REG_RBP) {
+			r->rbp = init->rbp;
+			r->rbp_off = init->rbp_off;
+		} else if (reg == DW_REG_RA) {
+			r->ra = init->ra;
+			r->ra_off = init->ra_off;
+		}
+		continue;
+	}
+	return c.bad ? -1 : 0;
+}
+
+// fde_search finds the FDE for pc in the sorted table of .eh_frame_hdr.
+static const uint8_t *fde_search(const uint8_t *hdr, const uint8_t *end, uintptr_t pc) {
+	struct cur c = {hdr, hdr + 4 + 8 + 8, 0};
+	if (u8(&c) != 1)
+		return NULL;
+	uint8_t ptr_enc = u8(&c), count_enc = u8(&c), table_enc = u8(&c);
+	// The table is binary-searchable only in this encoding, which every
+	// linker emits.
+	if (ptr_enc == PE_OMIT || count_enc == PE_OMIT || table_enc != (PE_DATAREL | PE_SDATA4))
+		return NULL;
+	encoded(&c, ptr_enc, (uintptr_t)hdr);
+	uintptr_t count = encoded(&c, count_enc, (uintptr_t)hdr);
+	if (c.bad || count == 0)
+		return NULL;
+	const int32_t *tab = (const int32_t *)c.p;
+	if ((uintptr_t)(end - c.p) / 8 < count)
+		return NULL;
+	uintptr_t lo = 0, hi = count;
+	while (hi - lo > 1) {
+		uintptr_t mid = lo + (hi - lo) / 2;
+		if ((uintptr_t)hdr + (intptr_t)tab[2 * mid] <= pc)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	if ((uintptr_t)hdr + (intptr_t)tab[2 * lo] > pc)
+		return NULL;
+	return hdr + tab[2 * lo + 1];
+}
+
+// compute works out the rule for return address ip. Returns 0 with a
+// cacheable rule (possibly CFA_STOP), or -1 when no object holds ip.
+static int compute(uintptr_t ip, struct rule *out) {
+	uintptr_t pc = ip - 1; // the call, not what follows it
+	out->ip = ip;
+	out->kind = CFA_STOP;
+	out->cfa_off = 0;
+	out->rbp_off = 0;
+	out->ra_off8 = 0;
+	struct find_object fo;
+	if (find_object((void *)pc, &fo) != 0)
+		return -1;
+	const uint8_t *lo = fo.map_start, *hi = fo.map_end;
+	const uint8_t *hdr = fo.eh_frame;
+	if (!hdr || hdr < lo || hdr + 12 > hi)
+		return 0;
+	const uint8_t *fde = fde_search(hdr, hi, pc);
+	if (!fde || fde < lo || fde + 16 > hi)
+		return 0;
+
+	struct cur c = {fde, hi, 0};
+	uint64_t len = fixed(&c, 4);
+	if (len == 0xffffffffu)
+		len = fixed(&c, 8);
+	if (c.bad || len > (uint64_t)(hi - c.p) || len < 8)
+		return 0;
+	c.end = c.p + len;
+	const uint8_t *idp = c.p;
+	uint32_t cie_off = (uint32_t)fixed(&c, 4);
+	if (cie_off == 0 || (uintptr_t)(idp - lo) < cie_off)
+		return 0;
+	struct cie cie;
+	if (parse_cie(idp - cie_off, lo, hi, &cie) != 0)
+		return 0;
+	uintptr_t begin = encoded(&c, cie.fde_enc, 0);
+	uintptr_t range = encoded(&c, cie.fde_enc & 0x0f, 0);
+	if (cie.has_z) {
+		uint64_t alen = uleb(&c);
+		if (alen > (uint64_t)(c.end - c.p))
+			return 0;
+		c.p += alen;
+	}
+	if (c.bad || pc < begin || pc - begin >= range)
+		return 0;
+
+	struct row init = {CFA_STOP, R_SAME, R_UNDEF, 0, 0, 0};
+	if (run_cfa(cie.insns, &cie, begin, (uintptr_t)-1, &init, NULL) != 0)
+		return 0;
+	struct row r = init;
+	if (run_cfa(c, &cie, begin, pc, &r, &init) != 0)
+		return 0;
+
+	if (r.ra != R_OFF || r.cfa == CFA_STOP)
+		return 0; // outermost frame, or one we cannot step past
+	if ((r.ra_off & 7) || r.ra_off / 8 < -128 || r.ra_off / 8 > 127 ||
+	    r.cfa_off < INT32_MIN || r.cfa_off > INT32_MAX)
+		return 0;
+	uint8_t kind = r.cfa;
+	switch (r.rbp) {
+	case R_SAME:
+		kind |= RBP_SAME;
+		break;
+	case R_OFF:
+	case R_RBP:
+		if (r.rbp_off < INT16_MIN || r.rbp_off > INT16_MAX) {
+			kind |= RBP_LOST;
+			break;
+		}
+		kind |= r.rbp == R_OFF ? RBP_AT_CFA : RBP_AT_RBP;
+		out->rbp_off = (int16_t)r.rbp_off;
+		break;
+	default:
+		kind |= RBP_LOST;
+	}
+	out->kind = kind;
+	out->cfa_off = (int32_t)r.cfa_off;
+	out->ra_off8 = (int8_t)(r.ra_off / 8);
+	return 0;
+}
+
+// ---- the walk ------------------------------------------------------------------
+
+#define STACK_SPAN (64u << 20) // the most we assume a known stack to hold
+#define FRAME_MAX (1u << 20)   // the most one frame may take
+
+// Where the walk may read: [lo, hi). For a stack whose extent is unknown
+// (sigaltstack, coroutines) each page is checked with a system call
+// before it is read, which is slow but rare.
+struct bounds {
+	uintptr_t lo, hi;
+	uintptr_t ok_lo, ok_hi; // pages known readable
+	int check;
+};
+
+static int readable(struct bounds *b, uintptr_t a) {
+	uintptr_t page = a & ~(uintptr_t)4095;
+	char byte;
+	struct iovec local = {&byte, 1}, remote = {(void *)page, 1};
+	if (syscall(SYS_process_vm_readv, getpid(), &local, 1UL, &remote, 1UL, 0UL) != 1)
+		return 0;
+	if (page == b->ok_hi)
+		b->ok_hi += 4096;
+	else if (page + 4096 == b->ok_lo)
+		b->ok_lo = page;
+	else
+		b->ok_lo = page, b->ok_hi = page + 4096;
+	return 1;
+}
+
+static inline int load(struct bounds *b, uintptr_t a, uintptr_t *v) {
+	if (a < b->lo || a > b->hi - 8 || (a & 7))
+		return 0;
+	if (UNLIKELY(b->check) && (a < b->ok_lo || a >= b->ok_hi) && !readable(b, a))
+		return 0;
+	*v = *(const uintptr_t *)a;
+	return 1;
+}
+
+// stack_bounds: the main thread's stack ends at __libc_stack_end; glibc
+// puts a thread's descriptor (pthread_self) at the top of its stack block,
+// whether glibc or the program allocated the stack.
+static void stack_bounds(struct bounds *b, uintptr_t sp) {
+	uintptr_t top = (uintptr_t)__libc_stack_end;
+	b->lo = sp;
+	b->check = 0;
+	b->ok_lo = b->ok_hi = 0;
+	if (sp < top && top - sp < STACK_SPAN) {
+		b->hi = top + 8;
+		return;
+	}
+	top = (uintptr_t)pthread_self();
+	if (sp < top && top - sp < STACK_SPAN) {
+		b->hi = top;
+		return;
+	}
+	b->hi = sp + STACK_SPAN;
+	b->check = 1;
+}
+
+static inline int ours(uintptr_t pc) { return pc - self_text_lo < self_text_hi - self_text_lo; }
+
+// cfi_capture: see unwind_capture. noinline keeps its frame, which the
+// walk over our own frames starts from.
+HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max) {
+	// Our own frames have frame pointers: follow them to the first
+	// return address outside our text. The frame that holds it is the
+	// hook the program called; above it is the program's stack pointer
+	// at the call, and its saved rbp is the program's.
+	uintptr_t *fp = __builtin_frame_address(0);
+	uintptr_t base = (uintptr_t)fp;
+	for (int k = 0;; k++) {
+		if (k == 32 || (uintptr_t)fp - base > FRAME_MAX || ((uintptr_t)fp & 7))
+			return 0;
+		if (!ours(fp[1]))
+			break;
+		uintptr_t *next = (uintptr_t *)fp[0];
+		if (next <= fp)
+			return 0;
+		fp = next;
+	}
+	uintptr_t ip = fp[1], sp = (uintptr_t)(fp + 2), rbp = fp[0];
+	int rbp_ok = 1;
+
+	struct rule *tab = cache();
+	struct bounds b;
+	stack_bounds(&b, sp);
+	int n = 0;
+	while (n < max && ip >= 4096) {
+		pcs[n++] = ip;
+		if (n == max)
+			break;
+		struct rule tmp, *r = tab ? slot(tab, ip) : &tmp;
+		if (UNLIKELY(!tab || r->ip != ip)) {
+			if (compute(ip, &tmp) != 0)
+				break; // no object: JIT code, or garbage
+			if (tab)
+				*r = tmp;
+		}
+		uintptr_t cfa, v;
+		switch (r->kind & CFA_MASK) {
+		case CFA_RSP:
+			cfa = sp + (intptr_t)r->cfa_off;
+			break;
+		case CFA_RBP:
+			if (!rbp_ok)
+				return n;
+			cfa = rbp + (intptr_t)r->cfa_off;
+			break;
+		case CFA_DEREF:
+			if (!rbp_ok || !load(&b, rbp + (intptr_t)r->cfa_off, &cfa))
+				return n;
+			break;
+		default:
+			return n;
+		}
+		if (cfa <= sp || cfa - sp > FRAME_MAX)
+			break;
+		if (!load(&b, cfa + 8 * (intptr_t)r->ra_off8, &v))
+			break;
+		switch (r->kind & RBP_MASK) {
+		case RBP_AT_CFA:
+			rbp_ok = load(&b, cfa + r->rbp_off, &rbp);
+			break;
+		case RBP_AT_RBP:
+			rbp_ok = rbp_ok && load(&b, rbp + r->rbp_off, &rbp);
+			break;
+		case RBP_LOST:
+			rbp_ok = 0;
+			break;
+		}
+		sp = cfa;
+		ip = v;
+	}
+	return n;
+}
+
+// cfi_init tells whether the CFI unwinder can run here.
+HIDDEN int cfi_init(void) {
+	find_object = (int (*)(void *, struct find_object *))dlsym(RTLD_DEFAULT, "_dl_find_object");
+	if (!find_object)
+		return 0;
+	cache_key_ok = pthread_key_create(&cache_key, cache_free) == 0;
+	return 1;
+}

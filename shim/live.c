@@ -1,0 +1,320 @@
+// What is live right now, for the exit-time reachability scan: heap
+// blocks (a sharded open-addressing table: address -> size), the program's
+// mappings, the tracer's own mappings (never scanned: they hold every
+// address) and the stacks of the threads the program created.
+//
+// Shards keep threads from contending; a shard's lock is held only for a
+// probe, never while unwinding or writing the trace.
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "live.h"
+
+#define SHARD_BITS 8
+#define NSHARDS (1u << SHARD_BITS)
+#define TOMB ((uintptr_t)1)
+
+struct shard {
+	int lock;
+	uint32_t cap, used, live; // used counts tombstones too
+	struct lt_ent *tab;
+} __attribute__((aligned(64)));
+
+static struct shard shards[NSHARDS];
+HIDDEN int live_enabled;
+
+// Set on the thread that froze the bookkeeping: its own mappings (the
+// scan's arrays, a growing trace buffer) go on the lists without taking
+// the lock it already holds.
+static TLS int t_frozen;
+
+static void regions_lock(void) {
+	if (!t_frozen)
+		pthread_mutex_lock(&regions_mu);
+}
+
+static void regions_unlock(void) {
+	if (!t_frozen)
+		pthread_mutex_unlock(&regions_mu);
+}
+
+static inline void spin_lock(int *l) {
+	while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE))
+		while (__atomic_load_n(l, __ATOMIC_RELAXED))
+			__builtin_ia32_pause();
+}
+
+static inline void spin_unlock(int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE); }
+
+static inline uint64_t mix(uintptr_t a) { return (uint64_t)(a >> 4) * 0x9e3779b97f4a7c15u; }
+
+static void *raw_map(size_t n) {
+	void *p = real.mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	tracer_region_add(p, n);
+	return p;
+}
+
+static void raw_unmap(void *p, size_t n) {
+	tracer_region_del(p, n);
+	real.munmap(p, n);
+}
+
+HIDDEN void *live_map(size_t n) { return raw_map(n); }
+HIDDEN void live_unmap(void *p, size_t n) { raw_unmap(p, n); }
+
+// grow rehashes a shard into a table twice the live size (at least 1024).
+static int grow(struct shard *s) {
+	uint32_t cap = 1024;
+	while (cap < s->live * 4)
+		cap *= 2;
+	struct lt_ent *t = raw_map((size_t)cap * sizeof *t);
+	if (!t)
+		return 0;
+	for (uint32_t i = 0; i < s->cap; i++) {
+		uintptr_t a = s->tab[i].addr;
+		if (a > TOMB) {
+			uint32_t j = (uint32_t)(mix(a) >> 20) & (cap - 1);
+			while (t[j].addr)
+				j = (j + 1) & (cap - 1);
+			t[j] = s->tab[i];
+		}
+	}
+	if (s->tab)
+		raw_unmap(s->tab, (size_t)s->cap * sizeof *s->tab);
+	s->tab = t;
+	s->cap = cap;
+	s->used = s->live;
+	return 1;
+}
+
+HIDDEN void live_add(void *p, size_t size) {
+	uintptr_t a = (uintptr_t)p;
+	uint64_t h = mix(a);
+	struct shard *s = &shards[h >> (64 - SHARD_BITS)];
+	spin_lock(&s->lock);
+	if ((s->used + 1) * 4 > s->cap * 3 && !grow(s)) {
+		spin_unlock(&s->lock);
+		live_lost++;
+		return;
+	}
+	uint32_t mask = s->cap - 1, j = (uint32_t)(h >> 20) & mask;
+	while (s->tab[j].addr > TOMB)
+		j = (j + 1) & mask;
+	if (!s->tab[j].addr)
+		s->used++;
+	s->tab[j].addr = a;
+	s->tab[j].size = size;
+	s->live++;
+	spin_unlock(&s->lock);
+}
+
+// live_del removes a block and returns its size (0 when unknown).
+HIDDEN size_t live_del(void *p) {
+	uintptr_t a = (uintptr_t)p;
+	uint64_t h = mix(a);
+	struct shard *s = &shards[h >> (64 - SHARD_BITS)];
+	size_t size = 0;
+	spin_lock(&s->lock);
+	if (s->cap) {
+		uint32_t mask = s->cap - 1, j = (uint32_t)(h >> 20) & mask;
+		while (s->tab[j].addr) {
+			if (s->tab[j].addr == a) {
+				size = s->tab[j].size;
+				s->tab[j].addr = TOMB;
+				s->live--;
+				break;
+			}
+			j = (j + 1) & mask;
+		}
+	}
+	spin_unlock(&s->lock);
+	return size;
+}
+
+HIDDEN uint64_t live_lost;
+
+// live_freeze stops every change to the heap table (a thread that frees
+// waits) and returns the number of live blocks; live_thaw resumes.
+HIDDEN size_t live_freeze(void) {
+	size_t n = 0;
+	for (unsigned i = 0; i < NSHARDS; i++) {
+		spin_lock(&shards[i].lock);
+		n += shards[i].live;
+	}
+	pthread_mutex_lock(&regions_mu);
+	t_frozen = 1;
+	return n;
+}
+
+HIDDEN void live_thaw(void) {
+	t_frozen = 0;
+	pthread_mutex_unlock(&regions_mu);
+	for (unsigned i = 0; i < NSHARDS; i++)
+		spin_unlock(&shards[i].lock);
+}
+
+// live_collect copies the frozen table's blocks into out (room for n).
+HIDDEN size_t live_collect(struct lt_ent *out, size_t n) {
+	size_t k = 0;
+	for (unsigned i = 0; i < NSHARDS; i++) {
+		struct shard *s = &shards[i];
+		for (uint32_t j = 0; j < s->cap && k < n; j++)
+			if (s->tab[j].addr > TOMB)
+				out[k++] = s->tab[j];
+	}
+	return k;
+}
+
+// fork happens with every lock taken (live_freeze in the prepare handler),
+// so the child's copy is consistent; its locks are then released. The
+// parent's threads' stacks stay listed: they are dead in the child.
+HIDDEN void live_after_fork(void) {
+	t_frozen = 0;
+	for (unsigned i = 0; i < NSHARDS; i++)
+		shards[i].lock = 0;
+	pthread_mutex_init(&regions_mu, NULL);
+}
+
+// ---- mappings ----------------------------------------------------------------
+// Small sorted arrays under one mutex: mappings are few and change rarely
+// compared with heap blocks.
+
+HIDDEN pthread_mutex_t regions_mu = PTHREAD_MUTEX_INITIALIZER;
+
+struct rlist {
+	struct region *r;
+	size_t n, cap;
+};
+
+static struct rlist prog_maps, tracer_maps;
+
+static void rl_insert(struct rlist *l, struct region x) {
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 256;
+		struct region *nr = real.mmap(NULL, cap * sizeof *nr, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (nr == MAP_FAILED)
+			return;
+		if (l->r) {
+			memcpy(nr, l->r, l->n * sizeof *nr);
+			real.munmap(l->r, l->cap * sizeof *nr);
+		}
+		l->r = nr;
+		l->cap = cap;
+	}
+	size_t i = l->n;
+	while (i > 0 && l->r[i - 1].start > x.start) {
+		l->r[i] = l->r[i - 1];
+		i--;
+	}
+	l->r[i] = x;
+	l->n++;
+}
+
+// rl_remove cuts [start, end) out of the list, splitting what it crosses.
+static void rl_remove(struct rlist *l, uintptr_t start, uintptr_t end) {
+	for (size_t i = 0; i < l->n;) {
+		struct region *r = &l->r[i];
+		if (r->end <= start || r->start >= end) {
+			i++;
+			continue;
+		}
+		struct region left = *r, right = *r;
+		int has_left = r->start < start, has_right = r->end > end;
+		memmove(&l->r[i], &l->r[i + 1], (l->n - i - 1) * sizeof *r);
+		l->n--;
+		if (has_left) {
+			left.end = start;
+			rl_insert(l, left);
+			i++;
+		}
+		if (has_right) {
+			right.start = end;
+			rl_insert(l, right);
+			i++;
+		}
+	}
+}
+
+static uintptr_t page_up(uintptr_t n) { return (n + 4095) & ~(uintptr_t)4095; }
+
+HIDDEN void live_map_add(void *p, size_t len, int prot, int flags) {
+	regions_lock();
+	uintptr_t a = (uintptr_t)p;
+	rl_remove(&prog_maps, a, a + page_up(len));
+	rl_insert(&prog_maps, (struct region){a, a + page_up(len), prot, flags});
+	regions_unlock();
+}
+
+HIDDEN void live_map_del(void *p, size_t len) {
+	regions_lock();
+	rl_remove(&prog_maps, (uintptr_t)p, (uintptr_t)p + page_up(len));
+	regions_unlock();
+}
+
+HIDDEN void tracer_region_add(void *p, size_t len) {
+	regions_lock();
+	uintptr_t a = (uintptr_t)p;
+	rl_remove(&tracer_maps, a, a + page_up(len));
+	rl_insert(&tracer_maps, (struct region){a, a + page_up(len), 0, 0});
+	regions_unlock();
+}
+
+HIDDEN void tracer_region_del(void *p, size_t len) {
+	regions_lock();
+	rl_remove(&tracer_maps, (uintptr_t)p, (uintptr_t)p + page_up(len));
+	regions_unlock();
+}
+
+// live_lists_overlap tells whether [s, e) holds the region lists
+// themselves: they are full of program addresses, and not roots.
+HIDDEN int live_lists_overlap(uintptr_t s, uintptr_t e) {
+	const struct rlist *ls[2] = {&prog_maps, &tracer_maps};
+	for (int i = 0; i < 2; i++) {
+		uintptr_t a = (uintptr_t)ls[i]->r, b = a + ls[i]->cap * sizeof(struct region);
+		if (ls[i]->r && a < e && b > s)
+			return 1;
+	}
+	return 0;
+}
+
+// Callers hold regions_mu (live_freeze).
+HIDDEN const struct region *live_maps(size_t *n) {
+	*n = prog_maps.n;
+	return prog_maps.r;
+}
+
+HIDDEN const struct region *tracer_maps_get(size_t *n) {
+	*n = tracer_maps.n;
+	return tracer_maps.r;
+}
+
+// ---- threads --------------------------------------------------------------------
+
+HIDDEN struct thread_rec threads_known[MAX_KNOWN_THREADS];
+HIDDEN int nthreads_known;
+
+HIDDEN void live_thread_start(uintptr_t lo, uintptr_t hi) {
+	pid_t tid = (pid_t)syscall(SYS_gettid);
+	pthread_mutex_lock(&regions_mu);
+	int slot = -1;
+	// Ranges of exited threads are kept: glibc caches their stacks, whose
+	// stale words must not count as roots. A slot is reused for a stack
+	// glibc hands out again, or, when the list is full, for any thread gone.
+	for (int i = 0; i < nthreads_known && slot < 0; i++)
+		if (threads_known[i].lo == lo)
+			slot = i;
+	if (slot < 0 && nthreads_known < MAX_KNOWN_THREADS)
+		slot = nthreads_known++;
+	for (int i = 0; i < nthreads_known && slot < 0; i++)
+		if (syscall(SYS_tgkill, getpid(), threads_known[i].tid, 0) != 0)
+			slot = i;
+	if (slot >= 0)
+		threads_known[slot] = (struct thread_rec){tid, lo, hi};
+	pthread_mutex_unlock(&regions_mu);
+}

@@ -1,0 +1,56 @@
+// The live-memory bookkeeping the reachability scan works from (live.c)
+// and the scan itself (scan.c).
+#ifndef LIBLEAK_LIVE_H
+#define LIBLEAK_LIVE_H
+
+#include <pthread.h>
+
+#include "shim.h"
+
+#define MAX_KNOWN_THREADS 4096
+
+struct lt_ent {
+	uintptr_t addr;
+	size_t size;
+};
+
+struct region {
+	uintptr_t start, end;
+	int prot, flags; // as passed to mmap
+};
+
+struct thread_rec {
+	pid_t tid;
+	uintptr_t lo, hi; // the stack, as pthread_getattr_np tells it
+};
+
+HIDDEN extern int live_enabled;
+HIDDEN extern uint64_t live_lost;
+HIDDEN extern pthread_mutex_t regions_mu;
+HIDDEN extern struct thread_rec threads_known[MAX_KNOWN_THREADS];
+HIDDEN extern int nthreads_known;
+
+HIDDEN void live_add(void *p, size_t size);
+HIDDEN size_t live_del(void *p);
+HIDDEN void live_map_add(void *p, size_t len, int prot, int flags);
+HIDDEN void live_map_del(void *p, size_t len);
+HIDDEN void tracer_region_add(void *p, size_t len);
+HIDDEN void tracer_region_del(void *p, size_t len);
+HIDDEN void live_thread_start(uintptr_t lo, uintptr_t hi);
+HIDDEN void live_after_fork(void);
+HIDDEN void *live_map(size_t n);
+HIDDEN void live_unmap(void *p, size_t n);
+
+HIDDEN size_t live_freeze(void);
+HIDDEN void live_thaw(void);
+HIDDEN size_t live_collect(struct lt_ent *out, size_t n);
+HIDDEN const struct region *live_maps(size_t *n);
+HIDDEN const struct region *tracer_maps_get(size_t *n);
+HIDDEN int live_lists_overlap(uintptr_t s, uintptr_t e);
+HIDDEN extern int scan_content_bytes;
+
+// scan.c: scan memory for pointers and record a verdict per unreachable
+// block in the trace. Returns 0 when it could not run.
+HIDDEN int scan_run(void);
+
+#endif
