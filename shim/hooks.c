@@ -483,7 +483,7 @@ static void *thread_start(void *p) {
 		t_guard++;
 		if (pthread_getattr_np(pthread_self(), &a) == 0) {
 			if (pthread_attr_getstack(&a, &lo, &size) == 0)
-				live_thread_start((uintptr_t)lo, (uintptr_t)lo + size);
+				live_thread_start((uintptr_t)lo, (uintptr_t)lo + size, (uintptr_t)pthread_self());
 			pthread_attr_destroy(&a);
 		}
 		t_guard--;
@@ -517,11 +517,34 @@ int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *
 	return rc;
 }
 
+// ---- main -------------------------------------------------------------------------
+// main runs inside a wrapper so the exit scan knows where main's frames
+// ended: after main returns, the words below that point are the exit
+// machinery's, stale, and no root (valgrind ignores them as undefined).
+
+typedef int (*main_fn)(int, char **, char **);
+static main_fn real_main;
+
+__attribute__((noinline)) static int main_wrapper(int argc, char **argv, char **envp) {
+	int rc = real_main(argc, argv, envp);
+	main_return_sp = (uintptr_t)__builtin_frame_address(0);
+	return rc;
+}
+
+int __libc_start_main(main_fn main, int argc, char **argv, void (*init)(void), void (*fini)(void),
+		      void (*rtld_fini)(void), void *stack_end) {
+	int (*next_start)(main_fn, int, char **, void (*)(void), void (*)(void), void (*)(void), void *) =
+		next("__libc_start_main");
+	real_main = main;
+	return next_start(main_wrapper, argc, argv, init, fini, rtld_fini, stack_end);
+}
+
 // ---- process end and replacement ------------------------------------------------
 
 void _exit(int status) {
 	if (UNLIKELY(!real._exit))
 		hooks_init();
+	EXIT_SCAN_HERE();
 	finish(END__EXIT, status);
 	real._exit(status);
 }
@@ -529,6 +552,7 @@ void _exit(int status) {
 void _Exit(int status) {
 	if (UNLIKELY(!real__Exit))
 		hooks_init();
+	EXIT_SCAN_HERE();
 	finish(END__EXIT, status);
 	real__Exit(status);
 }

@@ -299,7 +299,7 @@ HIDDEN const struct region *tracer_maps_get(size_t *n) {
 HIDDEN struct thread_rec threads_known[MAX_KNOWN_THREADS];
 HIDDEN int nthreads_known;
 
-HIDDEN void live_thread_start(uintptr_t lo, uintptr_t hi) {
+HIDDEN void live_thread_start(uintptr_t lo, uintptr_t hi, uintptr_t tp) {
 	pid_t tid = (pid_t)syscall(SYS_gettid);
 	pthread_mutex_lock(&regions_mu);
 	int slot = -1;
@@ -315,6 +315,17 @@ HIDDEN void live_thread_start(uintptr_t lo, uintptr_t hi) {
 		if (syscall(SYS_tgkill, getpid(), threads_known[i].tid, 0) != 0)
 			slot = i;
 	if (slot >= 0)
-		threads_known[slot] = (struct thread_rec){tid, lo, hi};
+		threads_known[slot] = (struct thread_rec){tid, lo, hi, tp};
 	pthread_mutex_unlock(&regions_mu);
+}
+
+// live_other_threads counts the program's threads still running besides
+// the calling one (the tracer's own are not counted).
+HIDDEN int live_other_threads(void) {
+	pid_t self = (pid_t)syscall(SYS_gettid);
+	int n = self != getpid(); // the main thread, when another one exits
+	for (int i = 0; i < nthreads_known; i++)
+		if (threads_known[i].tid != self && syscall(SYS_tgkill, getpid(), threads_known[i].tid, 0) == 0)
+			n++;
+	return n;
 }

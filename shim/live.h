@@ -22,6 +22,7 @@ struct region {
 struct thread_rec {
 	pid_t tid;
 	uintptr_t lo, hi; // the stack, as pthread_getattr_np tells it
+	uintptr_t tp;     // the thread descriptor (pthread_self), at the stack's top
 };
 
 HIDDEN extern int live_enabled;
@@ -36,7 +37,8 @@ HIDDEN void live_map_add(void *p, size_t len, int prot, int flags);
 HIDDEN void live_map_del(void *p, size_t len);
 HIDDEN void tracer_region_add(void *p, size_t len);
 HIDDEN void tracer_region_del(void *p, size_t len);
-HIDDEN void live_thread_start(uintptr_t lo, uintptr_t hi);
+HIDDEN void live_thread_start(uintptr_t lo, uintptr_t hi, uintptr_t tp);
+HIDDEN int live_other_threads(void);
 HIDDEN void live_after_fork(void);
 HIDDEN void *live_map(size_t n);
 HIDDEN void live_unmap(void *p, size_t n);
@@ -48,6 +50,17 @@ HIDDEN const struct region *live_maps(size_t *n);
 HIDDEN const struct region *tracer_maps_get(size_t *n);
 HIDDEN int live_lists_overlap(uintptr_t s, uintptr_t e);
 HIDDEN extern int scan_content_bytes;
+// Where the exiting thread's stack scan starts: the frame of the hook or
+// handler the program's exit went through, so the tracer's own deeper
+// frames (stale words included) are not roots. The register save area
+// just below that frame is included: the program's registers are there.
+HIDDEN extern uintptr_t exit_scan_sp;
+HIDDEN extern uintptr_t main_return_sp; // set once main has returned
+#define EXIT_SCAN_HERE()                                                      \
+	do {                                                                  \
+		__builtin_unwind_init();                                      \
+		exit_scan_sp = (uintptr_t)__builtin_frame_address(0) - 64;    \
+	} while (0)
 
 // scan.c: scan memory for pointers and record a verdict per unreachable
 // block in the trace. Returns 0 when it could not run.

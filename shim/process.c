@@ -383,6 +383,17 @@ HIDDEN void finish(int reason, int status) {
 		return;
 	if (__atomic_exchange_n(&finished, 1, __ATOMIC_ACQ_REL))
 		return;
+	// As valgrind does before its leak check, let glibc and libstdc++
+	// release what they keep for the whole run (stdio buffers, locale
+	// data, cached thread stacks, the exception pool), recording the frees.
+	// Only on exit(), whose next step flushes stdio anyway, and only when
+	// no other thread of the program could still use what is released.
+	if (reason == END_EXIT && cfg.scan && cfg.freeres && live_other_threads() == 0) {
+		void (*fns[2])(void) = {dlsym(RTLD_DEFAULT, "_ZN9__gnu_cxx9__freeresEv"), dlsym(RTLD_DEFAULT, "__libc_freeres")};
+		for (int i = 0; i < 2; i++)
+			if (fns[i])
+				fns[i]();
+	}
 	t_guard++;
 	modules_scan();
 	// Exit and _exit leave memory as the program left it: scan it. After
@@ -405,6 +416,7 @@ HIDDEN void finish(int reason, int status) {
 
 static void on_exit_handler(int status, void *arg) {
 	(void)arg;
+	EXIT_SCAN_HERE();
 	finish(END_EXIT, status);
 }
 
@@ -643,6 +655,7 @@ static void read_settings(void) {
 			logmsg("LEAK_UNWIND=%s is neither fp nor libunwind; using libunwind", v);
 	}
 	cfg.scan = !((v = getenv("LEAK_SCAN")) && strcmp(v, "0") == 0);
+	cfg.freeres = !((v = getenv("LEAK_FREERES")) && strcmp(v, "0") == 0);
 	if ((v = getenv("LEAK_CONTENT")) && *v) {
 		char *end;
 		long n = strtol(v, &end, 10);

@@ -29,6 +29,7 @@ struct blk {
 static struct blk *blks;
 static uint8_t *state;
 static uint8_t *scannable; // 0: do not read its content (read-only or shared mapping)
+static uint8_t *heapblk;   // 1: a malloc block, 0: a mapping
 static uint64_t *indirect;
 static uint32_t *work;
 static size_t nblk, nwork;
@@ -74,8 +75,26 @@ static void index_blocks(void) {
 	}
 }
 
-// find returns the block holding address w, or -1.
+static long find_raw(uintptr_t w);
+
+// find returns the block holding address w, or -1. glibc's malloc keeps
+// pointers to chunk headers (its bins, the top chunk); the header of the
+// chunk after a block lies in the block's last 8 bytes, and such a
+// pointer is malloc's, not the program's.
 static inline long find(uintptr_t w) {
+	long i = find_raw(w);
+	if (i >= 0 && heapblk[i]) {
+		uintptr_t size = blks[i].end - blks[i].addr;
+		uintptr_t chunk = (size + 8 + 15) & ~(uintptr_t)15;
+		if (chunk < 32)
+			chunk = 32;
+		if (w == blks[i].addr - 16 + chunk)
+			return -1;
+	}
+	return i;
+}
+
+static long find_raw(uintptr_t w) {
 	if (w < lo_all || w >= hi_all)
 		return -1;
 	uint32_t *f = window(w >> 30, 0);
@@ -122,6 +141,18 @@ static inline void reach(uintptr_t w) {
 	} else if (state[i] == POSSIBLE && want == REACHABLE) {
 		state[i] = REACHABLE;
 	}
+}
+
+// What glibc's __libc_freeres would release (a dead thread's cached
+// descriptor and what it points to) counts as reachable, as under
+// valgrind, which runs __libc_freeres before its scan.
+static inline void reach_any(uintptr_t w) {
+	long i = find(w);
+	if (i < 0)
+		return;
+	if (state[i] == UNREACHED)
+		work[nwork++] = (uint32_t)i;
+	state[i] = REACHABLE;
 }
 
 static void scan_range(uintptr_t from, uintptr_t to, void (*fn)(uintptr_t)) {
@@ -189,6 +220,13 @@ static int is_tracer_object(struct dl_phdr_info *info) {
 	return info->dlpi_name && strstr(info->dlpi_name, "/libunwind") != NULL;
 }
 
+// Segments are listed before the bookkeeping is frozen: dl_iterate_phdr
+// takes the loader's lock, which a thread waiting on a frozen table may
+// hold (dlopen allocates).
+#define MAX_SEGS 4096
+static uintptr_t seg_lo[MAX_SEGS], seg_hi[MAX_SEGS];
+static int nsegs;
+
 static int root_segments(struct dl_phdr_info *info, size_t size, void *data) {
 	(void)size;
 	(void)data;
@@ -198,8 +236,10 @@ static int root_segments(struct dl_phdr_info *info, size_t size, void *data) {
 		if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_W))
 			continue;
 		uintptr_t s = info->dlpi_addr + ph->p_vaddr, e = s + ph->p_memsz;
-		if (!tracer)
-			scan_range(s, e, reach);
+		if (!tracer && nsegs < MAX_SEGS) {
+			seg_lo[nsegs] = s;
+			seg_hi[nsegs++] = e;
+		}
 		if (nskip < 8 && tracer) {
 			skip_lo[nskip] = s & ~(uintptr_t)4095;
 			skip_hi[nskip++] = (e + 4095) & ~(uintptr_t)4095;
@@ -288,6 +328,57 @@ static int thread_stack(uintptr_t s, uintptr_t e) {
 
 static int thread_alive(pid_t tid) { return syscall(SYS_tgkill, leak_pid, tid, 0) == 0; }
 
+// task_sp returns the stack pointer of a thread blocked in a system call
+// (the seventh number of /proc/self/task/TID/syscall), or 0 when it runs.
+// Only the live part of its stack is a root then, as valgrind scans it.
+static uintptr_t task_sp(pid_t tid) {
+	char path[64], buf[256];
+	int n = 0;
+	const char *pre = "/proc/self/task/";
+	for (; pre[n]; n++)
+		path[n] = pre[n];
+	char digits[16];
+	int d = 0;
+	for (unsigned t = (unsigned)tid; t || !d; t /= 10)
+		digits[d++] = (char)('0' + t % 10);
+	while (d)
+		path[n++] = digits[--d];
+	const char *suf = "/syscall";
+	for (int i = 0; suf[i]; i++)
+		path[n++] = suf[i];
+	path[n] = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t r = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (r <= 0)
+		return 0;
+	buf[r] = 0;
+	char *p = buf;
+	for (int field = 0; field < 7 && *p; field++) {
+		while (*p && *p != ' ')
+			p++;
+		while (*p == ' ')
+			p++;
+	}
+	if (p[0] != '0' || p[1] != 'x')
+		return 0;
+	uintptr_t sp = 0;
+	for (p += 2; (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'); p++)
+		sp = sp * 16 + (uintptr_t)(*p <= '9' ? *p - '0' : *p - 'a' + 10);
+	return sp;
+}
+
+// scan_stack scans a live thread's stack mapping [s, e): from its stack
+// pointer (less the red zone) when the thread is blocked, whole otherwise.
+static void scan_stack(pid_t tid, uintptr_t s, uintptr_t e) {
+	uintptr_t sp = task_sp(tid);
+	if (sp >= s + 128 && sp < e)
+		s = sp - 128;
+	scan_range(s, e, reach);
+}
+
 static void root_mappings(uintptr_t sp) {
 	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -318,10 +409,18 @@ static void root_mappings(uintptr_t sp) {
 		if (thread_stack(m.start, m.end)) {
 			for (int i = 0; i < nthreads_known; i++) {
 				struct thread_rec *t = &threads_known[i];
-				if (t->lo < m.end && t->hi > m.start && thread_alive(t->tid))
-					scan_range(m.start, m.end, reach);
+				if (t->lo >= m.end || t->hi <= m.start)
+					continue;
+				if (thread_alive(t->tid))
+					scan_stack(t->tid, m.start, m.end);
+				else if (t->tp >= m.start && t->tp < m.end)
+					scan_range(t->tp, m.end, reach_any);
 			}
-			continue; // a dead thread's cached stack holds only stale words
+			continue; // the rest of a dead thread's cached stack is stale
+		}
+		if (m.named && strncmp(m.name, "[stack]", 7) == 0) {
+			scan_stack(leak_pid, m.start, m.end); // the main thread, while another exits
+			continue;
 		}
 		if ((m.start & ((64u << 20) - 1)) == 0)
 			continue; // a malloc arena: free chunks point everywhere
@@ -335,40 +434,78 @@ static void root_mappings(uintptr_t sp) {
 // ---- the scan -------------------------------------------------------------------
 
 HIDDEN int scan_content_bytes;
+HIDDEN uintptr_t exit_scan_sp;
+HIDDEN uintptr_t main_return_sp;
 
-static void put_verdicts(uint64_t t0) {
+// The verdicts are encoded while the table is frozen (block contents are
+// read then) into a buffer of our own, and copied into the trace after
+// thawing: taking the trace's lock while frozen could deadlock with the
+// writer, which maps memory while holding it.
+static uint8_t *vbuf;
+static size_t vlen, vcap;
+
+static void vput(const void *p, size_t n) {
+	if (vlen + n > vcap) {
+		size_t cap = vcap ? vcap * 2 : (1u << 20);
+		while (cap < vlen + n)
+			cap *= 2;
+		uint8_t *nb = live_map(cap);
+		if (!nb)
+			return;
+		if (vbuf) {
+			memcpy(nb, vbuf, vlen);
+			live_unmap(vbuf, vcap);
+		}
+		vbuf = nb;
+		vcap = cap;
+	}
+	memcpy(vbuf + vlen, p, n);
+	vlen += n;
+}
+
+static void vvarint(uint64_t v) {
+	uint8_t tmp[10];
+	int n = 0;
+	while (v >= 0x80) {
+		tmp[n++] = (uint8_t)v | 0x80;
+		v >>= 7;
+	}
+	tmp[n++] = (uint8_t)v;
+	vput(tmp, (size_t)n);
+}
+
+static void encode_verdicts(uint64_t t0) {
 	size_t nv = 0;
 	for (size_t i = 0; i < nblk; i++)
 		nv += state[i] != REACHABLE;
-	proc_lock();
+	vlen = 0;
 	uint8_t tag = REC_SCAN;
-	proc_put(&tag, 1);
-	proc_varint(t0);
-	proc_varint(nblk);
-	proc_varint((uint64_t)scan_content_bytes);
-	proc_varint(nv);
+	vput(&tag, 1);
+	vvarint(t0);
+	vvarint(nblk);
+	vvarint((uint64_t)scan_content_bytes);
+	vvarint(nv);
 	uintptr_t prev = 0;
 	for (size_t i = 0; i < nblk; i++) {
 		if (state[i] == REACHABLE)
 			continue;
 		int64_t d = (int64_t)(blks[i].addr - prev);
 		prev = blks[i].addr;
-		proc_varint(((uint64_t)d << 1) ^ (uint64_t)(d >> 63));
+		vvarint(((uint64_t)d << 1) ^ (uint64_t)(d >> 63));
 		uint8_t k = state[i] == DEFINITE ? 1 : state[i] == INDIRECT ? 2 : 3;
-		proc_put(&k, 1);
+		vput(&k, 1);
 		if (k == 1)
-			proc_varint(indirect[i]);
+			vvarint(indirect[i]);
 		if (scan_content_bytes > 0) {
 			size_t n = blks[i].end - blks[i].addr;
 			if (n > (size_t)scan_content_bytes)
 				n = (size_t)scan_content_bytes;
 			if (!scannable[i])
 				n = 0;
-			proc_varint(n);
-			proc_put((const void *)blks[i].addr, n);
+			vvarint(n);
+			vput((const void *)blks[i].addr, n);
 		}
 	}
-	proc_unlock();
 }
 
 HIDDEN int scan_run(void) {
@@ -378,8 +515,14 @@ HIDDEN int scan_run(void) {
 	// stack scan covers.
 	__builtin_unwind_init();
 	volatile uintptr_t here = 0;
-	uintptr_t sp = (uintptr_t)&here;
+	uintptr_t sp = exit_scan_sp ? exit_scan_sp : (uintptr_t)&here;
+	if (main_return_sp > sp && syscall(SYS_gettid) == leak_pid)
+		sp = main_return_sp; // main returned: nothing below its caller is live
 	uint64_t t0 = now_units();
+
+	nskip = 0;
+	nsegs = 0;
+	dl_iterate_phdr(root_segments, NULL);
 
 	size_t nheap = live_freeze();
 	size_t nmaps;
@@ -390,12 +533,13 @@ HIDDEN int scan_run(void) {
 	blks = live_map(cap * sizeof *blks);
 	state = live_map(cap);
 	scannable = live_map(cap);
+	heapblk = live_map(cap);
 	indirect = live_map(cap * sizeof *indirect);
 	work = live_map(cap * sizeof *work);
-	if (!tmp || !ents || !blks || !state || !scannable || !indirect || !work) {
+	if (!tmp || !ents || !blks || !state || !scannable || !heapblk || !indirect || !work) {
 		live_thaw();
 		proc_note("not enough memory for the reachability scan of %zu blocks", nheap);
-		return 0;
+		return 0; // (a few arrays may stay mapped: the process is ending)
 	}
 	size_t k = live_collect(ents, nheap);
 	nblk = 0;
@@ -406,12 +550,14 @@ HIDDEN int scan_run(void) {
 	radix_sort(blks, tmp, nblk);
 	for (size_t i = 0; i < nblk; i++) {
 		scannable[i] = 1;
+		heapblk[i] = 1;
 		for (size_t j = 0; j < nmaps; j++) {
 			if (maps[j].start == blks[i].addr) {
 				// Read-only or shared mappings hold no pointers of ours
 				// worth the cost of reading them.
 				scannable[i] = (maps[j].prot & PROT_READ) && (maps[j].prot & PROT_WRITE) &&
 					       !(maps[j].flags & MAP_SHARED);
+				heapblk[i] = 0;
 				break;
 			}
 		}
@@ -421,14 +567,22 @@ HIDDEN int scan_run(void) {
 	nwindows = 0;
 	index_blocks();
 
-	nskip = 0;
 	nwork = 0;
-	dl_iterate_phdr(root_segments, NULL);
+	for (int i = 0; i < nsegs; i++)
+		scan_range(seg_lo[i], seg_hi[i], reach);
 	root_mappings(sp);
 	flood_roots();
 	cliques();
-	put_verdicts(t0);
+	encode_verdicts(t0);
 	live_thaw();
+
+	proc_lock();
+	proc_put(vbuf, vlen);
+	proc_unlock();
+	if (vbuf)
+		live_unmap(vbuf, vcap);
+	vbuf = NULL;
+	vcap = vlen = 0;
 
 	for (int i = 0; i < nwindows; i++)
 		live_unmap(windows[i].first, (1u << 18) * sizeof(uint32_t));
@@ -437,6 +591,7 @@ HIDDEN int scan_run(void) {
 	live_unmap(blks, cap * sizeof *blks);
 	live_unmap(state, cap);
 	live_unmap(scannable, cap);
+	live_unmap(heapblk, cap);
 	live_unmap(indirect, cap * sizeof *indirect);
 	live_unmap(work, cap * sizeof *work);
 	return 1;

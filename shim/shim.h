@@ -57,6 +57,7 @@ struct settings {
 	int off;
 	int scan;    // keep the live table and scan at exit
 	int content; // bytes of each lost block to record (LEAK_CONTENT)
+	int freeres; // call __libc_freeres before the exit scan (LEAK_FREERES)
 	int verbose;
 	int depth;
 	int unwind_fp;

@@ -1,0 +1,252 @@
+package shimtest
+
+import (
+	"bufio"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"libleak/analyzer/analyze"
+	"libleak/analyzer/event"
+	"libleak/analyzer/report"
+	"libleak/analyzer/symbolize"
+	"libleak/internal/testutil"
+)
+
+// site is one loss record: its kind and the first frame in the program's
+// own sources.
+type site struct {
+	kind, where string
+}
+
+type amount struct{ bytes, blocks uint64 }
+
+var (
+	lossRe  = regexp.MustCompile(`^==\d+== ([\d,]+)(?: \(([\d,]+) direct, ([\d,]+) indirect\))? bytes in ([\d,]+) blocks are (definitely|indirectly|possibly) lost`)
+	frameRe = regexp.MustCompile(`^==\d+==    (?:at|by) 0x[0-9A-F]+: (.*) \((.+):(\d+)\)$`)
+)
+
+func num(s string) uint64 {
+	n, _ := strconv.ParseUint(strings.ReplaceAll(s, ",", ""), 10, 64)
+	return n
+}
+
+// valgrindSites runs the program under valgrind and returns its loss
+// records by site, and its totals by kind.
+func valgrindSites(t *testing.T, src string, argv ...string) (map[site]amount, map[string]amount) {
+	t.Helper()
+	vg, err := exec.LookPath("valgrind")
+	if err != nil {
+		t.Skip("valgrind is not installed: the verdicts cannot be compared")
+	}
+	args := append([]string{"--leak-check=full", "--show-leak-kinds=definite,indirect,possible", "--num-callers=30"}, argv...)
+	out, _ := exec.Command(vg, args...).CombinedOutput()
+	sites := map[site]amount{}
+	totals := map[string]amount{}
+	kinds := map[string]string{"definitely": report.KindDefinite, "indirectly": report.KindIndirect, "possibly": report.KindPossible}
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	var cur *site
+	var curAmt amount
+	dtv := false
+	for sc.Scan() {
+		line := sc.Text()
+		if m := lossRe.FindStringSubmatch(line); m != nil {
+			cur = &site{kind: kinds[m[5]]}
+			curAmt = amount{num(m[1]), num(m[4])}
+			dtv = false
+			if m[2] != "" {
+				curAmt.bytes = num(m[2]) // the direct part, as libleak's bytes
+			}
+			continue
+		}
+		if cur != nil {
+			if m := frameRe.FindStringSubmatch(line); m != nil {
+				dtv = dtv || strings.Contains(m[1], "allocate_dtv")
+				if m[2] == src {
+					cur.where = m[2] + ":" + m[3]
+					if dtv {
+						cur.where += " dtv"
+					}
+					a := sites[*cur]
+					sites[*cur] = amount{a.bytes + curAmt.bytes, a.blocks + curAmt.blocks}
+					cur = nil
+				}
+				continue
+			}
+			if strings.TrimSpace(strings.TrimLeft(line, "=0123456789")) == "" {
+				t.Fatalf("valgrind loss record with no frame in %s", src)
+			}
+		}
+	}
+	for _, k := range []struct{ word, kind string }{{"definitely lost", report.KindDefinite}, {"indirectly lost", report.KindIndirect}, {"possibly lost", report.KindPossible}} {
+		m := regexp.MustCompile(k.word + `: ([\d,]+) bytes in ([\d,]+) blocks`).FindStringSubmatch(string(out))
+		if m != nil {
+			totals[k.kind] = amount{num(m[1]), num(m[2])}
+		}
+	}
+	if len(totals) == 0 && !strings.Contains(string(out), "All heap blocks were freed") {
+		t.Fatalf("no leak summary from valgrind:\n%s", out)
+	}
+	return sites, totals
+}
+
+// libleakSites traces the program and returns the same view of its report.
+func libleakSites(t *testing.T, src string, argv ...string) (map[site]amount, map[string]amount) {
+	t.Helper()
+	r := run(t, true, t.TempDir(), nil, "", argv...)
+	if len(r.traces) != 1 {
+		t.Fatalf("want one trace, got %v (stderr %q)", r.traces, r.stderr)
+	}
+	sym := symbolize.New(symbolize.Options{Demangle: true})
+	rep, err := analyze.Run(r.traces, analyze.Options{Symbolizer: func(m []event.Module) analyze.FrameSource { return sym.Process(m) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sites := map[site]amount{}
+	totals := map[string]amount{}
+	for _, l := range rep.Leaks {
+		if l.Kind == report.KindReachable || l.Source != report.SourceHeap {
+			continue
+		}
+		tot := totals[l.Kind]
+		totals[l.Kind] = amount{tot.bytes + l.Bytes, tot.blocks + l.Blocks}
+		s := site{kind: l.Kind}
+		dtv := false
+		for _, f := range l.Frames {
+			dtv = dtv || strings.Contains(f.Function, "allocate_dtv")
+			if filepath.Base(f.File) == src {
+				s.where = fmt.Sprintf("%s:%d", src, f.Line)
+				if dtv {
+					s.where += " dtv"
+					// A thread's DTV has a slot per module with TLS, and
+					// libleak.so is one more: 16 bytes a thread (see
+					// docs/reachability.md).
+					l.Bytes -= 16 * l.Blocks
+					tot := totals[l.Kind]
+					totals[l.Kind] = amount{tot.bytes - 16*l.Blocks, tot.blocks}
+				}
+				break
+			}
+		}
+		if s.where == "" {
+			t.Errorf("%s site with no frame in %s: %+v", l.Kind, src, l.Frames)
+			continue
+		}
+		a := sites[s]
+		sites[s] = amount{a.bytes + l.Bytes, a.blocks + l.Blocks}
+	}
+	return sites, totals
+}
+
+func dump(m map[site]amount) string {
+	var lines []string
+	for s, a := range m {
+		lines = append(lines, fmt.Sprintf("  %-9s %-22s %d bytes in %d blocks", s.kind, s.where, a.bytes, a.blocks))
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+func compareWithValgrind(t *testing.T, src string, argv ...string) {
+	t.Helper()
+	vs, vt := valgrindSites(t, src, argv...)
+	ls, lt := libleakSites(t, src, argv...)
+	if dump(vs) != dump(ls) {
+		t.Errorf("%s: loss records differ\nvalgrind:\n%s\nlibleak:\n%s", src, dump(vs), dump(ls))
+	}
+	for _, k := range []string{report.KindDefinite, report.KindIndirect, report.KindPossible} {
+		if vt[k] != lt[k] {
+			t.Errorf("%s: %s: valgrind %+v, libleak %+v", src, k, vt[k], lt[k])
+		}
+	}
+}
+
+func TestReachabilityMatchesValgrind(t *testing.T) {
+	for _, p := range []struct {
+		src  string
+		args []string
+	}{
+		{"reach.c", nil},
+		{"cxx_owner.cc", nil},
+		{"fib_thread.c", []string{"20"}},
+		{"cxx_new.cc", nil},
+		{"clean.c", nil},
+	} {
+		t.Run(p.src, func(t *testing.T) {
+			bin := testutil.Program(t, p.src)
+			compareWithValgrind(t, p.src, append([]string{bin}, p.args...)...)
+		})
+	}
+	t.Run("exit_paths.c", func(t *testing.T) {
+		bin := testutil.Program(t, "exit_paths.c")
+		for _, path := range []string{"return", "exit_thread", "_exit"} {
+			compareWithValgrind(t, "exit_paths.c", bin, path)
+		}
+	})
+}
+
+// totalsOnly compares what valgrind and libleak call lost for a command
+// whose own sources are not at hand.
+func totalsOnly(t *testing.T, dir string, argv ...string) {
+	t.Helper()
+	vg, err := exec.LookPath("valgrind")
+	if err != nil {
+		t.Skip("valgrind is not installed: the verdicts cannot be compared")
+	}
+	cmd := exec.Command(vg, append([]string{"--leak-check=full"}, argv...)...)
+	cmd.Dir = dir
+	out, _ := cmd.CombinedOutput()
+	vt := map[string]amount{}
+	for _, k := range []struct{ word, kind string }{{"definitely lost", report.KindDefinite}, {"indirectly lost", report.KindIndirect}, {"possibly lost", report.KindPossible}} {
+		if m := regexp.MustCompile(k.word + `: ([\d,]+) bytes in ([\d,]+) blocks`).FindStringSubmatch(string(out)); m != nil {
+			vt[k.kind] = amount{num(m[1]), num(m[2])}
+		}
+	}
+	r := run(t, true, dir, nil, "", argv...)
+	rep, err := analyze.Run(r.traces, analyze.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lt := map[string]amount{}
+	for k, v := range rep.Summary {
+		lt[k] = amount{v.Bytes, v.Blocks}
+	}
+	for _, k := range []string{report.KindDefinite, report.KindIndirect, report.KindPossible} {
+		if vt[k] != lt[k] {
+			t.Errorf("%v: %s: valgrind %+v, libleak %+v", argv, k, vt[k], lt[k])
+		}
+	}
+	if lt[report.KindUnfreed] != (amount{}) {
+		t.Errorf("%v: %+v unfreed: a process was not scanned", argv, lt[report.KindUnfreed])
+	}
+}
+
+func TestRealProgramsMatchValgrind(t *testing.T) {
+	repo := t.TempDir()
+	for _, c := range [][]string{{"git", "init", "-q", "."}, {"git", "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-q", "--allow-empty", "-m", "x"}} {
+		cmd := exec.Command(c[0], c[1:]...)
+		cmd.Dir = repo
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Skipf("git: %v %s", err, b)
+		}
+	}
+	threads := testutil.Program(t, "clean.c")
+	for _, c := range []struct {
+		name string
+		dir  string
+		argv []string
+	}{
+		{"python3", repo, []string{"/usr/bin/python3", "-c", "pass"}},
+		{"bash", repo, []string{"bash", "-c", "true"}},
+		{"ls", repo, []string{"ls", "/"}},
+		{"git-status", repo, []string{"git", "status"}},
+		{"threads", repo, []string{threads}},
+	} {
+		t.Run(c.name, func(t *testing.T) { totalsOnly(t, c.dir, c.argv...) })
+	}
+}
