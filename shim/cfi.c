@@ -1,4 +1,5 @@
-// The CFI unwinder: walks the program's stack with the call frame
+// The CFI unwinder (and the frame-pointer walk, which shares its bounds
+// on stack reads): walks the program's stack with the call frame
 // information in .eh_frame, which distro binaries keep even when they are
 // built without frame pointers, at close to the cost of a frame-pointer
 // walk.
@@ -676,14 +677,11 @@ static void stack_bounds(struct bounds *b, uintptr_t sp) {
 
 static inline int ours(uintptr_t pc) { return pc - self_text_lo < self_text_hi - self_text_lo; }
 
-// cfi_capture: see unwind_capture. noinline keeps its frame, which the
-// walk over our own frames starts from.
-HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max) {
-	// Our own frames have frame pointers: follow them to the first
-	// return address outside our text. The frame that holds it is the
-	// hook the program called; above it is the program's stack pointer
-	// at the call, and its saved rbp is the program's.
-	uintptr_t *fp = __builtin_frame_address(0);
+// leave_ours follows our own frames, which have frame pointers, from fp
+// to the first return address outside our text. The frame holding it is
+// the hook the program called: above it is the program's stack pointer at
+// the call, and its saved rbp is the program's.
+static inline int leave_ours(uintptr_t *fp, uintptr_t *ip, uintptr_t *sp, uintptr_t *rbp) {
 	uintptr_t base = (uintptr_t)fp;
 	for (int k = 0;; k++) {
 		if (k == 32 || (uintptr_t)fp - base > FRAME_MAX || ((uintptr_t)fp & 7))
@@ -695,9 +693,19 @@ HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max) {
 			return 0;
 		fp = next;
 	}
-	uintptr_t ip = fp[1], sp = (uintptr_t)(fp + 2), rbp = fp[0];
-	int rbp_ok = 1;
+	*ip = fp[1];
+	*sp = (uintptr_t)(fp + 2);
+	*rbp = fp[0];
+	return 1;
+}
 
+// cfi_capture: see unwind_capture. noinline keeps its frame, which the
+// walk over our own frames starts from.
+HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max) {
+	uintptr_t ip, sp, rbp;
+	if (!leave_ours(__builtin_frame_address(0), &ip, &sp, &rbp))
+		return 0;
+	int rbp_ok = 1;
 	struct rule *tab = cache();
 	struct bounds b;
 	stack_bounds(&b, sp);
@@ -747,6 +755,28 @@ HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max) {
 		}
 		sp = cfa;
 		ip = v;
+	}
+	return n;
+}
+
+// fp_capture walks saved frame pointers with the same bounds on reads:
+// in code built without frame pointers rbp holds anything, and the walk
+// must end, not fault, when it does.
+HIDDEN __attribute__((noinline)) int fp_capture(uintptr_t *pcs, int max) {
+	uintptr_t ip, sp, fp;
+	if (!leave_ours(__builtin_frame_address(0), &ip, &sp, &fp))
+		return 0;
+	struct bounds b;
+	stack_bounds(&b, sp);
+	int n = 0;
+	while (n < max && ip >= 4096) {
+		pcs[n++] = ip;
+		uintptr_t next;
+		// Each frame lies above the one it called.
+		if (n == max || fp < sp || !load(&b, fp, &next) || !load(&b, fp + 8, &ip))
+			break;
+		sp = fp + 16;
+		fp = next;
 	}
 	return n;
 }

@@ -193,22 +193,22 @@ void *realloc(void *old, size_t n) {
 		if (!tracer_tls(RA))
 			return real.realloc(old, n);
 		uint64_t t0 = now_units();
-		size_t oldsize = old && live_enabled ? live_del(old) : 0;
+		long oldsize = old && live_enabled ? live_del(old) : -1;
 		void *p = real.realloc(old, n);
 		if (p != NULL || (old != NULL && n == 0))
 			rec_realloc(OP_REALLOC, old, p, n, t0, 0);
-		else if (old && live_enabled)
-			live_add(old, oldsize);
+		else if (oldsize >= 0)
+			live_add(old, (size_t)oldsize);
 		return p;
 	}
 	uint64_t t0 = now_units();
-	size_t oldsize = old && live_enabled ? live_del(old) : 0;
+	long oldsize = old && live_enabled ? live_del(old) : -1;
 	void *p = real.realloc(old, n);
 	// realloc(p, 0) frees p and returns NULL; a failed realloc keeps p.
 	if (p != NULL || (old != NULL && n == 0))
 		rec_realloc(OP_REALLOC, old, p, n, t0, 1);
-	else if (old && live_enabled)
-		live_add(old, oldsize);
+	else if (oldsize >= 0)
+		live_add(old, (size_t)oldsize);
 	return p;
 }
 
@@ -224,12 +224,12 @@ void *reallocarray(void *old, size_t n, size_t size) {
 	if (!recording(RA))
 		return real_reallocarray(old, n, size);
 	uint64_t t0 = now_units();
-	size_t oldsize = old && live_enabled ? live_del(old) : 0;
+	long oldsize = old && live_enabled ? live_del(old) : -1;
 	void *p = real_reallocarray(old, n, size);
 	if (p != NULL || (old != NULL && n * size == 0))
 		rec_realloc(OP_REALLOCARRAY, old, p, n * size, t0, 1);
-	else if (old && live_enabled)
-		live_add(old, oldsize);
+	else if (oldsize >= 0)
+		live_add(old, (size_t)oldsize);
 	return p;
 }
 
@@ -243,8 +243,12 @@ void free(void *p) {
 		return;
 	}
 	uint64_t t0 = now_units();
-	if (live_enabled)
-		live_del(p);
+	if (live_enabled && live_del(p) < 0 && in_freeres) {
+		// glibc and libstdc++ releasing what they allocated before the
+		// tracer started: not the program's, and not an invalid free.
+		real.free(p);
+		return;
+	}
 	real.free(p);
 	rec_free(OP_FREE, p, t0);
 }

@@ -114,18 +114,19 @@ HIDDEN void live_add(void *p, size_t size) {
 	spin_unlock(&s->lock);
 }
 
-// live_del removes a block and returns its size (0 when unknown).
-HIDDEN size_t live_del(void *p) {
+// live_del removes a block and returns its size, or -1 when the block is
+// not in the table.
+HIDDEN long live_del(void *p) {
 	uintptr_t a = (uintptr_t)p;
 	uint64_t h = mix(a);
 	struct shard *s = &shards[h >> (64 - SHARD_BITS)];
-	size_t size = 0;
+	long size = -1;
 	spin_lock(&s->lock);
 	if (s->cap) {
 		uint32_t mask = s->cap - 1, j = (uint32_t)(h >> 20) & mask;
 		while (s->tab[j].addr) {
 			if (s->tab[j].addr == a) {
-				size = s->tab[j].size;
+				size = (long)s->tab[j].size;
 				s->tab[j].addr = TOMB;
 				s->live--;
 				break;

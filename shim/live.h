@@ -32,7 +32,8 @@ HIDDEN extern struct thread_rec threads_known[MAX_KNOWN_THREADS];
 HIDDEN extern int nthreads_known;
 
 HIDDEN void live_add(void *p, size_t size);
-HIDDEN size_t live_del(void *p);
+HIDDEN long live_del(void *p);
+HIDDEN extern int in_freeres;
 HIDDEN void live_map_add(void *p, size_t len, int prot, int flags);
 HIDDEN void live_map_del(void *p, size_t len);
 HIDDEN void tracer_region_add(void *p, size_t len);

@@ -33,6 +33,7 @@ HIDDEN int leak_c_writer;
 HIDDEN uintptr_t self_text_lo, self_text_hi;
 HIDDEN uintptr_t ldso_text_lo, ldso_text_hi;
 HIDDEN volatile int go_writer_alive;
+HIDDEN int in_freeres;
 
 HIDDEN void rec_clock_start(void);
 HIDDEN void modules_reset(void);
@@ -390,9 +391,11 @@ HIDDEN void finish(int reason, int status) {
 	// no other thread of the program could still use what is released.
 	if (reason == END_EXIT && cfg.scan && cfg.freeres && live_other_threads() == 0) {
 		void (*fns[2])(void) = {dlsym(RTLD_DEFAULT, "_ZN9__gnu_cxx9__freeresEv"), dlsym(RTLD_DEFAULT, "__libc_freeres")};
+		in_freeres = 1;
 		for (int i = 0; i < 2; i++)
 			if (fns[i])
 				fns[i]();
+		in_freeres = 0;
 	}
 	t_guard++;
 	modules_scan();

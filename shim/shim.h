@@ -155,10 +155,12 @@ size_t leak_writer_drain(int final, const uint8_t **p);
 void leak_write_frame(int enc, const void *p, size_t n, size_t raw_len, uint32_t crc);
 void leak_writer_done(uint32_t gen);
 
-// cfi.c: the CFI unwinder behind unwind_capture. unwind_invalidate drops
-// every thread's cached unwind rules; call it after a module is unloaded.
+// cfi.c: the CFI and frame-pointer walks behind unwind_capture.
+// unwind_invalidate drops every thread's cached unwind rules; call it
+// after a module is unloaded.
 HIDDEN int cfi_init(void);
 HIDDEN int cfi_capture(uintptr_t *pcs, int max);
+HIDDEN int fp_capture(uintptr_t *pcs, int max);
 HIDDEN void unwind_invalidate(void);
 
 #endif

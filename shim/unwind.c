@@ -17,7 +17,6 @@
 // program's own (glibc's, libgcc's) and change what the program does.
 #define _GNU_SOURCE
 #include <dlfcn.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,38 +71,18 @@ HIDDEN const char *unwind_name(void) { return name; }
 
 static inline int ours(uintptr_t pc) { return pc - self_text_lo < self_text_hi - self_text_lo; }
 
-// fp_walk follows saved frame pointers. It stays within [sp, sp + 8 MiB)
-// and requires frames to move up the stack, so a register that holds no
-// frame pointer ends the walk instead of faulting.
-static int fp_walk(uintptr_t *pcs, int max) {
-	uintptr_t *fp = __builtin_frame_address(0);
-	uintptr_t lo = (uintptr_t)fp, hi = lo + (8u << 20);
-	int n = 0;
-	while (n < max) {
-		if ((uintptr_t)fp < lo || (uintptr_t)fp + 16 > hi || ((uintptr_t)fp & 7))
-			break;
-		uintptr_t ret = fp[1];
-		uintptr_t *nfp = (uintptr_t *)fp[0];
-		if (ret < 4096)
-			break;
-		pcs[n++] = ret;
-		if (nfp <= fp)
-			break;
-		fp = nfp;
-	}
-	return n;
-}
-
 // unwind_capture returns the caller's stack, innermost first, starting at
 // the return address into the code that called the hook.
 HIDDEN int unwind_capture(uintptr_t *pcs, int max) {
 	if (LIKELY(mode == UNWIND_CFI))
 		return cfi_capture(pcs, max);
+	if (mode == UNWIND_FP)
+		return fp_capture(pcs, max);
 	uintptr_t tmp[160];
 	int want = max + 8; // room for our own frames, dropped below
 	if (want > 160)
 		want = 160;
-	int n = mode == UNWIND_FP ? fp_walk(tmp, want) : unw_backtrace_fn((void **)tmp, want);
+	int n = unw_backtrace_fn((void **)tmp, want);
 	int skip = 0;
 	// Frame 0 of unw_backtrace is in unwind_capture itself: drop every
 	// leading frame in our own text.
