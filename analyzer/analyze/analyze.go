@@ -59,13 +59,17 @@ func Load(path string) (*Input, error) {
 	br := bufio.NewReaderSize(f, 1<<20)
 	head, _ := br.Peek(16)
 	in := &Input{Path: path, Replay: replay.New()}
+	p := newPipe(in.Replay)
 	switch {
 	case traceformat.Sniff(head):
-		in.Stats, err = traceformat.Decode(br, path, in.Replay)
+		in.Stats, err = traceformat.Decode(br, path, p)
+		p.close()
 	case MtraceSniff != nil && MtraceSniff(head):
 		in.Mtrace = true
-		in.Stats, err = MtraceDecode(br, path, in.Replay)
+		in.Stats, err = MtraceDecode(br, path, p)
+		p.close()
 	default:
+		p.close()
 		if len(head) == 0 {
 			return nil, fmt.Errorf("%s: empty file, not a trace", path)
 		}

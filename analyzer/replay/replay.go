@@ -62,7 +62,8 @@ type Replay struct {
 	Modules []*event.Module
 	Stacks  map[uint64][]uint64
 
-	heap      map[uint64]Block
+	heap      blockTable
+	siteVec   []*Site // Sites by stack id, for ids that are small
 	displaced map[uint64][]Block
 	pending   map[uint64][]pendingFree
 	maps      []Block // live mappings, sorted by Addr, non-overlapping
@@ -88,14 +89,15 @@ type pendingFree struct {
 
 // New returns an empty replay.
 func New() *Replay {
-	return &Replay{
+	r := &Replay{
 		Stacks:    map[uint64][]uint64{},
-		heap:      map[uint64]Block{},
 		displaced: map[uint64][]Block{},
 		pending:   map[uint64][]pendingFree{},
 		Sites:     map[uint64]*Site{},
 		unmapped:  map[uint64]bool{},
 	}
+	r.heap.init(1024)
+	return r
 }
 
 func (r *Replay) Header(h *event.Header) { r.Hdr = *h }
@@ -114,10 +116,21 @@ func (r *Replay) Stack(id uint64, pcs []uint64) {
 }
 
 func (r *Replay) site(stack uint64) *Site {
+	if stack < uint64(len(r.siteVec)) {
+		if s := r.siteVec[stack]; s != nil {
+			return s
+		}
+	}
 	s := r.Sites[stack]
 	if s == nil {
 		s = &Site{Stack: stack}
 		r.Sites[stack] = s
+	}
+	if stack < 1<<22 {
+		for stack >= uint64(len(r.siteVec)) {
+			r.siteVec = append(r.siteVec, make([]*Site, len(r.siteVec)+1024)...)
+		}
+		r.siteVec[stack] = s
 	}
 	return s
 }
@@ -178,7 +191,9 @@ func (r *Replay) Event(e *event.Event) {
 func (r *Replay) alloc(b Block) {
 	r.grow(&b)
 	// A free of this block that was read before it?
-	if pf := r.pending[b.Addr]; len(pf) > 0 {
+	if len(r.pending) == 0 {
+		// The common case: no free is waiting for its allocation.
+	} else if pf := r.pending[b.Addr]; len(pf) > 0 {
 		best := -1
 		for i, p := range pf {
 			if p.time >= b.Time && (best < 0 || p.time < pf[best].time) {
@@ -195,26 +210,29 @@ func (r *Replay) alloc(b Block) {
 			return
 		}
 	}
-	if old, ok := r.heap[b.Addr]; ok {
+	if old, ok := r.heap.get(b.Addr); ok {
 		// Two blocks at one address: one of them was released by a free
 		// that is still to come, or by none we could see.
 		if old.Time <= b.Time {
 			r.displaced[b.Addr] = append(r.displaced[b.Addr], old)
-			r.heap[b.Addr] = b
+			r.heap.put(b.Addr, b)
 		} else {
 			r.displaced[b.Addr] = append(r.displaced[b.Addr], b)
 		}
 		return
 	}
-	r.heap[b.Addr] = b
+	r.heap.put(b.Addr, b)
 }
 
 func (r *Replay) free(addr, t uint64, op event.Op) {
 	if addr == 0 {
 		return
 	}
-	cur, ok := r.heap[addr]
-	dis := r.displaced[addr]
+	cur, ok := r.heap.get(addr)
+	var dis []Block
+	if len(r.displaced) > 0 {
+		dis = r.displaced[addr]
+	}
 	// The block freed is the one at addr allocated last before t.
 	best := -1
 	if ok && cur.Time <= t {
@@ -232,10 +250,10 @@ func (r *Replay) free(addr, t uint64, op event.Op) {
 		if len(dis) > 0 {
 			// The newest displaced block takes its place.
 			j := newest(dis)
-			r.heap[addr] = dis[j]
+			r.heap.put(addr, dis[j])
 			r.setDisplaced(addr, append(dis[:j], dis[j+1:]...))
 		} else {
-			delete(r.heap, addr)
+			r.heap.del(addr)
 		}
 	case best >= 0:
 		b := dis[best]
@@ -361,10 +379,8 @@ func (r *Replay) Finish() {
 // Live returns the blocks and mappings still live, heap first, each sorted
 // by address.
 func (r *Replay) Live() (heap, maps []Block) {
-	heap = make([]Block, 0, len(r.heap))
-	for _, b := range r.heap {
-		heap = append(heap, b)
-	}
+	heap = make([]Block, 0, r.heap.n)
+	r.heap.each(func(b Block) { heap = append(heap, b) })
 	sort.Slice(heap, func(i, j int) bool { return heap[i].Addr < heap[j].Addr })
 	return heap, append([]Block(nil), r.maps...)
 }

@@ -224,6 +224,11 @@ func (b *buf) byte() byte {
 }
 
 func (b *buf) uvarint() uint64 {
+	if b.off < len(b.b) && b.b[b.off] < 0x80 {
+		v := uint64(b.b[b.off])
+		b.off++
+		return v
+	}
 	v, n := binary.Uvarint(b.b[b.off:])
 	if n <= 0 {
 		b.err = errShort
