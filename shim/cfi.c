@@ -33,8 +33,7 @@
 // against older headers; the function is looked up at run time.
 struct find_object {
 	unsigned long long flags;
-	void *map_start;
-	void *map_end;
+	void *map_start, *map_end;
 	void *link_map;
 	void *eh_frame; // the PT_GNU_EH_FRAME segment: .eh_frame_hdr
 	unsigned long long reserved[9];
@@ -49,17 +48,22 @@ enum {
 	CFA_RSP = 0,    // CFA = rsp + cfa_off
 	CFA_RBP = 1,    // CFA = rbp + cfa_off
 	CFA_DEREF = 2,  // CFA = *(rbp + cfa_off): gcc's stack realignment
-	CFA_STOP = 3,   // outermost frame, or a rule we cannot follow
-	CFA_MASK = 3,
-	RBP_SAME = 0 << 2,  // rbp unchanged
-	RBP_AT_CFA = 1 << 2, // saved at CFA + rbp_off
-	RBP_AT_RBP = 2 << 2, // saved at rbp + rbp_off (realigned frames)
-	RBP_LOST = 3 << 2,   // recoverable only by rules we do not follow
-	RBP_MASK = 3 << 2,
+	CFA_SIGNAL = 3, // the kernel's signal frame: registers in a ucontext at rsp
+	CFA_STOP = 4,   // outermost frame, or a rule we cannot follow
+	CFA_MASK = 7,
+	RBP_SAME = 0 << 3,   // rbp unchanged
+	RBP_AT_CFA = 1 << 3, // saved at CFA + rbp_off
+	RBP_AT_RBP = 2 << 3, // saved at rbp + rbp_off (realigned frames)
+	RBP_LOST = 3 << 3,   // recoverable only by rules we do not follow
+	RBP_MASK = 3 << 3,
 };
 
+// Cache keys are return addresses, or for the frame a signal interrupted
+// (whose ip is not after a call) the ip with this bit set.
+#define EXACT ((uintptr_t)1 << 63)
+
 struct rule {
-	uintptr_t ip; // the return address this rule unwinds; 0: empty slot
+	uintptr_t key; // 0: empty slot
 	int32_t cfa_off;
 	int16_t rbp_off;
 	uint8_t kind;
@@ -107,8 +111,8 @@ static struct rule *cache(void) {
 	return r;
 }
 
-static inline struct rule *slot(struct rule *tab, uintptr_t ip) {
-	return &tab[(uint32_t)((ip * 0x9e3779b97f4a7c15u) >> (64 - CACHE_BITS))];
+static inline struct rule *slot(struct rule *tab, uintptr_t key) {
+	return &tab[(uint32_t)((key * 0x9e3779b97f4a7c15u) >> (64 - CACHE_BITS))];
 }
 
 // ---- reading CFI ----------------------------------------------------------------
@@ -240,6 +244,7 @@ struct cie {
 	int64_t data_align;
 	uint8_t fde_enc;
 	int has_z;
+	int signal; // 'S': the FDE of a signal trampoline
 	struct cur insns;
 };
 
@@ -247,16 +252,32 @@ struct cie {
 #define DW_REG_RSP 7
 #define DW_REG_RA 16
 
-static int parse_cie(const uint8_t *p, const uint8_t *lo, const uint8_t *hi, struct cie *cie) {
-	if (p < lo || p >= hi)
+#define ENTRY_MAX (1u << 24) // far longer than any CIE or FDE
+
+// entry opens the CIE or FDE at p: c covers its contents.
+static int entry(const uint8_t *p, struct cur *c) {
+	uint32_t len32;
+	uint64_t len;
+	memcpy(&len32, p, 4);
+	p += 4;
+	len = len32;
+	if (len32 == 0xffffffffu) {
+		memcpy(&len, p, 8);
+		p += 8;
+	}
+	if (len < 4 || len > ENTRY_MAX)
 		return -1;
-	struct cur c = {p, hi, 0};
-	uint64_t len = fixed(&c, 4);
-	if (len == 0xffffffffu)
-		len = fixed(&c, 8);
-	if (c.bad || len > (uint64_t)(hi - c.p))
+	c->p = p;
+	c->end = p + len;
+	c->bad = 0;
+	return 0;
+}
+
+// parse_cie reads the CIE at p, which must lie in .eh_frame (from eh on).
+static int parse_cie(const uint8_t *p, const uint8_t *eh, struct cie *cie) {
+	struct cur c;
+	if (p < eh || entry(p, &c) != 0)
 		return -1;
-	c.end = c.p + len;
 	if (fixed(&c, 4) != 0) // not a CIE
 		return -1;
 	uint8_t version = u8(&c);
@@ -274,6 +295,7 @@ static int parse_cie(const uint8_t *p, const uint8_t *lo, const uint8_t *hi, str
 		return -1;
 	cie->fde_enc = PE_ABSPTR;
 	cie->has_z = aug[0] == 'z';
+	cie->signal = 0;
 	if (cie->has_z) {
 		uint64_t alen = uleb(&c);
 		if (c.bad || alen > (uint64_t)(c.end - c.p))
@@ -292,7 +314,9 @@ static int parse_cie(const uint8_t *p, const uint8_t *lo, const uint8_t *hi, str
 				encoded(&a, enc & 0x7f, 0);
 				break;
 			}
-			case 'S': // signal frame: its caller is not at a call
+			case 'S':
+				cie->signal = 1;
+				break;
 			case 'B':
 			case 'G':
 				break;
@@ -506,8 +530,9 @@ static int run_cfa(struct cur c, const struct cie *cie, uintptr_t loc, uintptr_t
 	return c.bad ? -1 : 0;
 }
 
-// fde_search finds the FDE for pc in the sorted table of .eh_frame_hdr.
-static const uint8_t *fde_search(const uint8_t *hdr, const uint8_t *end, uintptr_t pc) {
+// fde_search finds the FDE for pc in the sorted table of .eh_frame_hdr,
+// and where .eh_frame starts.
+static const uint8_t *fde_search(const uint8_t *hdr, uintptr_t pc, const uint8_t **eh) {
 	struct cur c = {hdr, hdr + 4 + 8 + 8, 0};
 	if (u8(&c) != 1)
 		return NULL;
@@ -516,13 +541,11 @@ static const uint8_t *fde_search(const uint8_t *hdr, const uint8_t *end, uintptr
 	// linker emits.
 	if (ptr_enc == PE_OMIT || count_enc == PE_OMIT || table_enc != (PE_DATAREL | PE_SDATA4))
 		return NULL;
-	encoded(&c, ptr_enc, (uintptr_t)hdr);
+	*eh = (const uint8_t *)encoded(&c, ptr_enc, (uintptr_t)hdr);
 	uintptr_t count = encoded(&c, count_enc, (uintptr_t)hdr);
-	if (c.bad || count == 0)
+	if (c.bad || count == 0 || count > ENTRY_MAX)
 		return NULL;
 	const int32_t *tab = (const int32_t *)c.p;
-	if ((uintptr_t)(end - c.p) / 8 < count)
-		return NULL;
 	uintptr_t lo = 0, hi = count;
 	while (hi - lo > 1) {
 		uintptr_t mid = lo + (hi - lo) / 2;
@@ -536,11 +559,18 @@ static const uint8_t *fde_search(const uint8_t *hdr, const uint8_t *end, uintptr
 	return hdr + tab[2 * lo + 1];
 }
 
-// compute works out the rule for return address ip. Returns 0 with a
-// cacheable rule (possibly CFA_STOP), or -1 when no object holds ip.
-static int compute(uintptr_t ip, struct rule *out) {
-	uintptr_t pc = ip - 1; // the call, not what follows it
-	out->ip = ip;
+// The kernel returns from a signal handler to the C library's restorer,
+// "mov $15, %rax; syscall" (rt_sigreturn); its stack holds the ucontext.
+static const uint8_t sigreturn_code[] = {0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05};
+
+// compute works out the rule for a cache key. Returns 0 with a cacheable
+// rule (possibly CFA_STOP), or -1 when no object holds the address.
+static int compute(uintptr_t key, struct rule *out) {
+	uintptr_t ip = key & ~EXACT;
+	// For a return address, the call before it: a call can be the last
+	// instruction of a function (noreturn), or of the FDE.
+	uintptr_t pc = key & EXACT ? ip : ip - 1;
+	out->key = key;
 	out->kind = CFA_STOP;
 	out->cfa_off = 0;
 	out->rbp_off = 0;
@@ -548,27 +578,23 @@ static int compute(uintptr_t ip, struct rule *out) {
 	struct find_object fo;
 	if (find_object((void *)pc, &fo) != 0)
 		return -1;
-	const uint8_t *lo = fo.map_start, *hi = fo.map_end;
-	const uint8_t *hdr = fo.eh_frame;
-	if (!hdr || hdr < lo || hdr + 12 > hi)
+	// The object's tables are trusted as libgcc trusts them; what is
+	// checked keeps a damaged table from sending us far astray. (The
+	// mapping bounds _dl_find_object reports cannot help: for the main
+	// program they cover only its text.)
+	const uint8_t *hdr = fo.eh_frame, *eh = NULL;
+	if (!hdr)
 		return 0;
-	const uint8_t *fde = fde_search(hdr, hi, pc);
-	if (!fde || fde < lo || fde + 16 > hi)
+	const uint8_t *fde = fde_search(hdr, pc, &eh);
+	struct cur c;
+	if (!fde || fde < eh || entry(fde, &c) != 0)
 		return 0;
-
-	struct cur c = {fde, hi, 0};
-	uint64_t len = fixed(&c, 4);
-	if (len == 0xffffffffu)
-		len = fixed(&c, 8);
-	if (c.bad || len > (uint64_t)(hi - c.p) || len < 8)
-		return 0;
-	c.end = c.p + len;
 	const uint8_t *idp = c.p;
 	uint32_t cie_off = (uint32_t)fixed(&c, 4);
-	if (cie_off == 0 || (uintptr_t)(idp - lo) < cie_off)
+	if (cie_off == 0 || (uintptr_t)(idp - eh) < cie_off)
 		return 0;
 	struct cie cie;
-	if (parse_cie(idp - cie_off, lo, hi, &cie) != 0)
+	if (parse_cie(idp - cie_off, eh, &cie) != 0)
 		return 0;
 	uintptr_t begin = encoded(&c, cie.fde_enc, 0);
 	uintptr_t range = encoded(&c, cie.fde_enc & 0x0f, 0);
@@ -580,6 +606,13 @@ static int compute(uintptr_t ip, struct rule *out) {
 	}
 	if (c.bad || pc < begin || pc - begin >= range)
 		return 0;
+	// glibc describes its restorer with CFI expressions; its FDE starts
+	// a byte early so that ip - 1 finds it.
+	if (cie.signal && ip - begin + sizeof sigreturn_code <= range &&
+	    memcmp((const void *)ip, sigreturn_code, sizeof sigreturn_code) == 0) {
+		out->kind = CFA_SIGNAL;
+		return 0;
+	}
 
 	struct row init = {CFA_STOP, R_SAME, R_UNDEF, 0, 0, 0};
 	if (run_cfa(cie.insns, &cie, begin, (uintptr_t)-1, &init, NULL) != 0)
@@ -617,6 +650,13 @@ static int compute(uintptr_t ip, struct rule *out) {
 }
 
 // ---- the walk ------------------------------------------------------------------
+
+// Where a signal frame keeps the interrupted registers: the ucontext's
+// gregs (after uc_flags, uc_link, uc_stack), indexed as in <sys/ucontext.h>.
+#define UC_GREGS 40
+#define UC_RBP 10
+#define UC_RSP 15
+#define UC_RIP 16
 
 #define STACK_SPAN (64u << 20) // the most we assume a known stack to hold
 #define FRAME_MAX (1u << 20)   // the most one frame may take
@@ -705,7 +745,7 @@ HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max) {
 	uintptr_t ip, sp, rbp;
 	if (!leave_ours(__builtin_frame_address(0), &ip, &sp, &rbp))
 		return 0;
-	int rbp_ok = 1;
+	int rbp_ok = 1, exact = 0;
 	struct rule *tab = cache();
 	struct bounds b;
 	stack_bounds(&b, sp);
@@ -714,13 +754,15 @@ HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max) {
 		pcs[n++] = ip;
 		if (n == max)
 			break;
-		struct rule tmp, *r = tab ? slot(tab, ip) : &tmp;
-		if (UNLIKELY(!tab || r->ip != ip)) {
-			if (compute(ip, &tmp) != 0)
+		uintptr_t key = exact ? ip | EXACT : ip;
+		struct rule tmp, *r = tab ? slot(tab, key) : &tmp;
+		if (UNLIKELY(!tab || r->key != key)) {
+			if (compute(key, &tmp) != 0)
 				break; // no object: JIT code, or garbage
 			if (tab)
 				*r = tmp;
 		}
+		exact = 0;
 		uintptr_t cfa, v;
 		switch (r->kind & CFA_MASK) {
 		case CFA_RSP:
@@ -735,6 +777,20 @@ HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max) {
 			if (!rbp_ok || !load(&b, rbp + (intptr_t)r->cfa_off, &cfa))
 				return n;
 			break;
+		case CFA_SIGNAL: {
+			// The interrupted code may run on another stack (the
+			// handler's may be a sigaltstack): bounds anew.
+			uintptr_t g = sp + UC_GREGS, nsp;
+			if (!load(&b, g + 8 * UC_RIP, &v) || !load(&b, g + 8 * UC_RSP, &nsp) ||
+			    !load(&b, g + 8 * UC_RBP, &rbp))
+				return n;
+			rbp_ok = 1;
+			exact = 1;
+			ip = v;
+			sp = nsp;
+			stack_bounds(&b, sp);
+			continue;
+		}
 		default:
 			return n;
 		}

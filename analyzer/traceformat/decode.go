@@ -94,8 +94,8 @@ type FormatError struct {
 func (e *FormatError) Error() string { return e.Name + ": " + e.Msg }
 
 type slotState struct {
-	tid            uint32
-	lastT, lastAdr uint64
+	tid   uint32
+	lastT uint64
 }
 
 // Threads' events reach the file in separate pieces; the decoder hands
@@ -413,7 +413,6 @@ func (d *decoder) thread(s *slotState, p []byte) error {
 		case tag == recReset:
 			s.tid = uint32(b.uvarint())
 			s.lastT = b.uvarint()
-			s.lastAdr = 0
 		case tag == recStack:
 			id := b.uvarint()
 			n := b.uvarint()
@@ -453,8 +452,11 @@ func (d *decoder) time(s *slotState, b *buf) uint64 {
 }
 
 func (d *decoder) addr(s *slotState, b *buf) uint64 {
-	s.lastAdr += uint64(b.svarint())
-	return s.lastAdr
+	v := b.uvarint()
+	if v&1 != 0 {
+		return v >> 1
+	}
+	return v >> 1 << 4
 }
 
 func (d *decoder) event(s *slotState, b *buf, e *event.Event) error {
