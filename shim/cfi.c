@@ -1,17 +1,17 @@
-// The CFI unwinder (and the frame-pointer walk, which shares its bounds
-// on stack reads): walks the program's stack with the call frame
-// information in .eh_frame, which distro binaries keep even when they are
-// built without frame pointers, at close to the cost of a frame-pointer
-// walk.
+// Stack walks for unwind_capture: the CFI unwinder, the default, and the
+// frame-pointer walk, which shares its bounds on stack reads.
 //
+// The CFI unwinder follows the call frame information in .eh_frame, which
+// distro binaries keep even when they are built without frame pointers.
 // Interpreting CFI is slow (find the object, search its FDE table, parse
 // the CIE and FDE, run the CFA program up to the address), but a program
-// allocates from few distinct call sites. So each thread keeps a cache
-// from return address to the rule that unwinds that frame, packed into 16
-// bytes: where the CFA is, where the return address and the caller's rbp
-// were saved. On x86-64 that is all an unwinder has to track: the caller's
-// rsp is the CFA, and rbp is the only other register CFA rules use. A hit
-// costs a hash, a compare and two or three loads.
+// allocates from few distinct call sites. So each thread caches, per
+// return address, the rule that unwinds that frame, packed into 16 bytes:
+// where the CFA is, where the return address and the caller's rbp were
+// saved. On x86-64 that is all an unwinder has to track: the caller's rsp
+// is the CFA, and rbp is the only other register CFA rules use. Signal
+// frames are recognised by the restorer's code, as libunwind does, and
+// walked through.
 //
 // Everything here runs inside the allocation hooks, possibly in a signal
 // handler that interrupted the allocator: no malloc, no locks, no stdio.
@@ -73,7 +73,17 @@ struct rule {
 #define CACHE_BITS 12
 #define CACHE_SIZE (1u << CACHE_BITS)
 
-static TLS struct rule *t_rules;
+// The walk is a chain of dependent loads: return address, then the rule
+// it selects, then the next return address. To keep the rule lookup off
+// that chain, each slot remembers the slot of the caller's rule seen last
+// (callers repeat): the walk loads that rule while the return address is
+// still on its way, and only checks the guess against it.
+struct cache {
+	struct rule rule[CACHE_SIZE];
+	uint16_t next[CACHE_SIZE];
+};
+
+static TLS struct cache *t_cache;
 static TLS unsigned t_gen;
 static unsigned cache_gen = 1;
 static pthread_key_t cache_key;
@@ -83,36 +93,36 @@ HIDDEN void unwind_invalidate(void) { __atomic_fetch_add(&cache_gen, 1, __ATOMIC
 
 static void cache_free(void *p) {
 	if (p) {
-		real.munmap(p, CACHE_SIZE * sizeof(struct rule));
-		t_rules = NULL;
+		real.munmap(p, sizeof(struct cache));
+		t_cache = NULL;
 	}
 }
 
 // cache returns this thread's table, empty after a module was unloaded.
-static struct rule *cache(void) {
+static struct cache *cache(void) {
 	unsigned gen = __atomic_load_n(&cache_gen, __ATOMIC_ACQUIRE);
-	struct rule *r = t_rules;
-	if (LIKELY(r && t_gen == gen))
-		return r;
-	if (!r) {
-		void *p = real.mmap(NULL, CACHE_SIZE * sizeof *r, PROT_READ | PROT_WRITE,
+	struct cache *c = t_cache;
+	if (LIKELY(c && t_gen == gen))
+		return c;
+	if (!c) {
+		void *p = real.mmap(NULL, sizeof *c, PROT_READ | PROT_WRITE,
 				    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 		if (p == MAP_FAILED)
 			return NULL;
-		r = t_rules = p;
+		c = t_cache = p;
 		// Keys below 32 live in the thread descriptor: setting one
 		// does not allocate.
 		if (cache_key_ok)
 			pthread_setspecific(cache_key, p);
 	} else {
-		memset(r, 0, CACHE_SIZE * sizeof *r);
+		memset(c, 0, sizeof *c);
 	}
 	t_gen = gen;
-	return r;
+	return c;
 }
 
-static inline struct rule *slot(struct rule *tab, uintptr_t key) {
-	return &tab[(uint32_t)((key * 0x9e3779b97f4a7c15u) >> (64 - CACHE_BITS))];
+static inline uint32_t slot(uintptr_t key) {
+	return (uint32_t)((key * 0x9e3779b97f4a7c15u) >> (64 - CACHE_BITS));
 }
 
 // ---- reading CFI ----------------------------------------------------------------
@@ -739,31 +749,38 @@ static inline int leave_ours(uintptr_t *fp, uintptr_t *ip, uintptr_t *sp, uintpt
 	return 1;
 }
 
+// lookup finds the rule for key, working it out on a miss. NULL when no
+// object holds the address (JIT code, or garbage).
+static inline struct rule *lookup(struct cache *c, uint32_t i, uintptr_t key, struct rule *tmp) {
+	struct rule *r = c ? &c->rule[i] : tmp;
+	if (LIKELY(c && r->key == key))
+		return r;
+	if (compute(key, tmp) != 0)
+		return NULL;
+	if (c)
+		*r = *tmp;
+	return r;
+}
+
 // cfi_capture: see unwind_capture. noinline keeps its frame, which the
 // walk over our own frames starts from.
 HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max) {
 	uintptr_t ip, sp, rbp;
 	if (!leave_ours(__builtin_frame_address(0), &ip, &sp, &rbp))
 		return 0;
-	int rbp_ok = 1, exact = 0;
-	struct rule *tab = cache();
+	int rbp_ok = 1;
+	struct cache *c = cache();
 	struct bounds b;
 	stack_bounds(&b, sp);
+	struct rule tmp;
+	uint32_t i = slot(ip);
+	const struct rule *r = lookup(c, i, ip, &tmp);
 	int n = 0;
-	while (n < max && ip >= 4096) {
+	while (r && n < max) {
 		pcs[n++] = ip;
 		if (n == max)
 			break;
-		uintptr_t key = exact ? ip | EXACT : ip;
-		struct rule tmp, *r = tab ? slot(tab, key) : &tmp;
-		if (UNLIKELY(!tab || r->key != key)) {
-			if (compute(key, &tmp) != 0)
-				break; // no object: JIT code, or garbage
-			if (tab)
-				*r = tmp;
-		}
-		exact = 0;
-		uintptr_t cfa, v;
+		uintptr_t cfa, v, key;
 		switch (r->kind & CFA_MASK) {
 		case CFA_RSP:
 			cfa = sp + (intptr_t)r->cfa_off;
@@ -779,16 +796,20 @@ HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max) {
 			break;
 		case CFA_SIGNAL: {
 			// The interrupted code may run on another stack (the
-			// handler's may be a sigaltstack): bounds anew.
-			uintptr_t g = sp + UC_GREGS, nsp;
-			if (!load(&b, g + 8 * UC_RIP, &v) || !load(&b, g + 8 * UC_RSP, &nsp) ||
+			// handler's may be a sigaltstack): bounds anew. Its ip
+			// is exact, not a return address.
+			uintptr_t g = sp + UC_GREGS;
+			if (!load(&b, g + 8 * UC_RIP, &v) || !load(&b, g + 8 * UC_RSP, &cfa) ||
 			    !load(&b, g + 8 * UC_RBP, &rbp))
 				return n;
 			rbp_ok = 1;
-			exact = 1;
+			sp = cfa;
 			ip = v;
-			sp = nsp;
 			stack_bounds(&b, sp);
+			if (ip < 4096)
+				return n;
+			i = slot(ip | EXACT);
+			r = lookup(c, i, ip | EXACT, &tmp);
 			continue;
 		}
 		default:
@@ -810,7 +831,21 @@ HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max) {
 			break;
 		}
 		sp = cfa;
-		ip = v;
+		ip = key = v;
+		if (ip < 4096)
+			break;
+		if (LIKELY(c != NULL)) {
+			uint32_t g = c->next[i];
+			if (LIKELY(c->rule[g].key == key)) {
+				i = g;
+				r = &c->rule[g];
+				continue;
+			}
+			g = slot(key);
+			c->next[i] = (uint16_t)g;
+			i = g;
+		}
+		r = lookup(c, i, key, &tmp);
 	}
 	return n;
 }

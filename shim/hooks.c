@@ -456,6 +456,8 @@ int dlclose(void *h) {
 	if (UNLIKELY(!real.dlclose))
 		hooks_init();
 	int rc = real.dlclose(h);
+	if (rc == 0)
+		unwind_invalidate();
 	if (rc == 0 && leak_active && !t_guard) {
 		int e = errno;
 		modules_scan();

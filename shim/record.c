@@ -41,6 +41,7 @@ struct buf {
 	struct buf *next;
 	struct tstate *owner;
 	uint32_t start, end; // bytes to write once handed off
+	uint64_t t_start;    // time of the buffer's first record
 	uint32_t committed;  // atomic: end of the records the owner finished
 	uint32_t drained;    // atomic: how far the drainer copied, or CLAIMED
 	uint8_t data[BUF_SIZE];
@@ -143,6 +144,7 @@ static void start_buf(struct tstate *s, struct buf *b) {
 	b->next = NULL;
 	b->owner = s;
 	s->last_t = now_units();
+	b->t_start = s->last_t;
 	*p++ = REC_RESET;
 	p = put_varint(p, (uint64_t)s->tid);
 	p = put_varint(p, s->last_t);
@@ -638,6 +640,19 @@ HIDDEN size_t drain_collect(int final, const uint8_t **res) {
 		}
 		s->seen_commit = c;
 	}
+	// Buffers still queued hold events the next frames bring: the decoder
+	// may only hand on events older than the oldest of them.
+	pthread_mutex_lock(&pool_mu);
+	uint64_t complete = mark_time;
+	for (struct buf *b = queue_head; b; b = b->next)
+		if (b->t_start < complete)
+			complete = b->t_start;
+	pthread_mutex_unlock(&pool_mu);
+	uint8_t rec[12];
+	rec[0] = REC_COMPLETE;
+	size_t rl = (size_t)(put_varint(rec + 1, complete) - rec);
+	out_piece(0, rec, rl);
+
 	*res = out;
 	size_t len = out_len;
 	pthread_mutex_unlock(&drain_mu);

@@ -35,6 +35,7 @@ enum {
 	REC_NOTE = 0x47,
 	REC_FRAME = 0x48,
 	REC_SCAN = 0x49,
+	REC_COMPLETE = 0x4a,
 	REC_EVENT = 0x20, // + op
 };
 

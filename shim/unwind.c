@@ -47,6 +47,7 @@ static int load_libunwind(void) {
 }
 
 HIDDEN void unwind_init(void) {
+	// The settings say only whether fp was asked for.
 	const char *v = getenv("LEAK_UNWIND");
 	if (cfg.unwind_fp)
 		mode = UNWIND_FP;

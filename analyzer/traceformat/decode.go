@@ -36,6 +36,7 @@ const (
 	recNote       = 0x47
 	recFrame      = 0x48
 	recScan       = 0x49
+	recComplete   = 0x4a
 	recEvent      = 0x20
 
 	encRaw  = 0
@@ -113,6 +114,7 @@ type decoder struct {
 	free     []*run
 	mark     uint64 // this frame's drain mark, ns
 	prevMark uint64
+	complete uint64 // events older than this are all in this frame or earlier
 
 	name        string
 	h           event.Handler
@@ -127,7 +129,7 @@ type decoder struct {
 
 // Decode reads a trace from r; name is used in errors.
 func Decode(r io.Reader, name string, h event.Handler) (Stats, error) {
-	d := &decoder{name: name, h: h, shift: 6, slots: map[uint64]*slotState{}, mods: map[[2]uint64]*event.Module{}}
+	d := &decoder{name: name, h: h, shift: 6, complete: ^uint64(0), slots: map[uint64]*slotState{}, mods: map[[2]uint64]*event.Module{}}
 	var fh [16]byte
 	n, err := io.ReadFull(r, fh[:])
 	d.st.Bytes += int64(n)
@@ -194,8 +196,13 @@ func Decode(r io.Reader, name string, h event.Handler) (Stats, error) {
 			d.release(^uint64(0))
 			return d.st, &FormatError{name, fmt.Sprintf("frame %d: %v", d.st.Frames, err)}
 		}
-		d.release(d.prevMark)
+		limit := d.prevMark
+		if d.complete < limit {
+			limit = d.complete
+		}
+		d.release(limit)
 		d.prevMark = d.mark
+		d.complete = ^uint64(0)
 	}
 	d.release(^uint64(0))
 	if !d.st.Ended && d.pendingExec == "" {
@@ -372,6 +379,8 @@ func (d *decoder) process(p []byte) error {
 			d.st.Notes = append(d.st.Notes, b.string())
 		case recFrame:
 			d.mark = d.ns(b.uvarint())
+		case recComplete:
+			d.complete = d.ns(b.uvarint())
 		case recScan:
 			sc := &event.Scan{Time: d.ns(b.uvarint()), Blocks: b.uvarint()}
 			content := b.uvarint()
