@@ -675,7 +675,7 @@ static int compute(uintptr_t key, struct rule *out) {
 // (sigaltstack, coroutines) each page is checked with a system call
 // before it is read, which is slow but rare.
 struct bounds {
-	uintptr_t lo, hi;
+	uintptr_t lo, span; // span = hi - lo - 8: one compare per read
 	uintptr_t ok_lo, ok_hi; // pages known readable
 	int check;
 };
@@ -696,9 +696,11 @@ static int readable(struct bounds *b, uintptr_t a) {
 }
 
 static inline int load(struct bounds *b, uintptr_t a, uintptr_t *v) {
-	if (a < b->lo || a > b->hi - 8 || (a & 7))
+	if (a - b->lo > b->span)
 		return 0;
-	if (UNLIKELY(b->check) && (a < b->ok_lo || a >= b->ok_hi) && !readable(b, a))
+	// Unaligned reads are harmless within a known stack; on an unknown
+	// one they could cross into a page not checked.
+	if (UNLIKELY(b->check) && ((a & 7) || ((a < b->ok_lo || a >= b->ok_hi) && !readable(b, a))))
 		return 0;
 	*v = *(const uintptr_t *)a;
 	return 1;
@@ -708,21 +710,19 @@ static inline int load(struct bounds *b, uintptr_t a, uintptr_t *v) {
 // puts a thread's descriptor (pthread_self) at the top of its stack block,
 // whether glibc or the program allocated the stack.
 static void stack_bounds(struct bounds *b, uintptr_t sp) {
-	uintptr_t top = (uintptr_t)__libc_stack_end;
-	b->lo = sp;
+	uintptr_t top = (uintptr_t)__libc_stack_end, hi;
 	b->check = 0;
 	b->ok_lo = b->ok_hi = 0;
 	if (sp < top && top - sp < STACK_SPAN) {
-		b->hi = top + 8;
-		return;
+		hi = top + 8;
+	} else if (top = (uintptr_t)pthread_self(), sp < top && top - sp < STACK_SPAN) {
+		hi = top;
+	} else {
+		hi = sp + STACK_SPAN;
+		b->check = 1;
 	}
-	top = (uintptr_t)pthread_self();
-	if (sp < top && top - sp < STACK_SPAN) {
-		b->hi = top;
-		return;
-	}
-	b->hi = sp + STACK_SPAN;
-	b->check = 1;
+	b->lo = sp;
+	b->span = hi - sp - 8;
 }
 
 static inline int ours(uintptr_t pc) { return pc - self_text_lo < self_text_hi - self_text_lo; }
@@ -815,7 +815,7 @@ HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max) {
 		default:
 			return n;
 		}
-		if (cfa <= sp || cfa - sp > FRAME_MAX)
+		if (cfa - sp - 1 >= FRAME_MAX) // not above sp, or too far
 			break;
 		if (!load(&b, cfa + 8 * (intptr_t)r->ra_off8, &v))
 			break;

@@ -505,6 +505,8 @@ static const int crash_sigs[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
 static struct sigaction app_act[65];
 static int crash_installed;
 
+static int is_crash_sig(int sig);
+
 static int is_crash(int sig) {
 	for (unsigned i = 0; i < sizeof crash_sigs / sizeof crash_sigs[0]; i++)
 		if (crash_sigs[i] == sig)
@@ -589,6 +591,40 @@ HIDDEN void process_crash_handlers(void) {
 	crash_installed = 1;
 }
 
+static int is_crash_sig(int sig) { return is_crash(sig); }
+
+// ---- scans while the program runs ---------------------------------------------------------
+// A signal (LEAK_SCAN_SIGNAL) or a period (LEAK_SCAN_INTERVAL) asks for a
+// scan; the writer thread runs it, so the handler only sets a flag. The
+// program's allocations wait while the table is frozen.
+
+static volatile int scan_requested;
+static uint64_t last_scan_ms;
+
+static void scan_signal_handler(int sig) {
+	(void)sig;
+	int e = errno;
+	scan_requested = 1;
+	wake_writer_impl();
+	errno = e;
+}
+
+// leak_scan_due is called by the writer each cycle; it runs a scan when
+// one was asked for and returns 1 if it did.
+int leak_scan_due(void) {
+	if (!leak_active || !cfg.scan || leak_c_writer)
+		return 0;
+	uint64_t now = mono_ms();
+	int due = scan_requested || (cfg.scan_interval_ms && now - last_scan_ms >= cfg.scan_interval_ms);
+	if (!due)
+		return 0;
+	scan_requested = 0;
+	last_scan_ms = now;
+	exit_scan_sp = 0;
+	scan_run();
+	return 1;
+}
+
 // ---- start --------------------------------------------------------------------------------
 
 static void text_range(struct dl_phdr_info *info, uintptr_t *plo, uintptr_t *phi) {
@@ -659,6 +695,26 @@ static void read_settings(void) {
 	}
 	cfg.scan = !((v = getenv("LEAK_SCAN")) && strcmp(v, "0") == 0);
 	cfg.freeres = !((v = getenv("LEAK_FREERES")) && strcmp(v, "0") == 0);
+	if ((v = getenv("LEAK_SCAN_SIGNAL")) && *v) {
+		char *end;
+		long n = strtol(v, &end, 10);
+		if (strcmp(v, "USR1") == 0 || strcmp(v, "SIGUSR1") == 0)
+			n = SIGUSR1, end = "";
+		else if (strcmp(v, "USR2") == 0 || strcmp(v, "SIGUSR2") == 0)
+			n = SIGUSR2, end = "";
+		if (*end || n < 1 || n > 64 || n == SIGKILL || n == SIGSTOP || is_crash_sig((int)n))
+			logmsg("LEAK_SCAN_SIGNAL=%s is not a signal that can be used (USR1, USR2 or a number)", v);
+		else
+			cfg.scan_signal = (int)n;
+	}
+	if ((v = getenv("LEAK_SCAN_INTERVAL")) && *v) {
+		char *end;
+		double d = strtod(v, &end);
+		if (*end || d <= 0)
+			logmsg("LEAK_SCAN_INTERVAL=%s is not a number of seconds", v);
+		else
+			cfg.scan_interval_ms = (uint64_t)(d * 1000);
+	}
 	if ((v = getenv("LEAK_CONTENT")) && *v) {
 		char *end;
 		long n = strtol(v, &end, 10);
@@ -696,17 +752,25 @@ HIDDEN void process_init(void) {
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 	on_exit(on_exit_handler, NULL);
 	process_crash_handlers();
+	if (cfg.scan && cfg.scan_signal) {
+		struct sigaction sa;
+		memset(&sa, 0, sizeof sa);
+		sa.sa_handler = scan_signal_handler;
+		sa.sa_flags = SA_RESTART;
+		real.sigaction(cfg.scan_signal, &sa, NULL);
+	}
+	last_scan_ms = mono_ms();
 	leak_active = 1;
 	t_guard--;
 }
 
 // Objects glibc loads by itself (NSS modules, iconv) bypass our dlopen:
 // the writer rescans the module map once a second.
-static uint64_t last_scan_ms;
+static uint64_t last_modules_ms;
 HIDDEN void modules_scan_if_due(void) {
 	uint64_t now = mono_ms();
-	if (now - last_scan_ms >= 1000 && leak_active) {
-		last_scan_ms = now;
+	if (now - last_modules_ms >= 1000 && leak_active) {
+		last_modules_ms = now;
 		modules_scan();
 	}
 }

@@ -391,7 +391,7 @@ static void root_mappings(uintptr_t sp) {
 	while (next_mapping(fd, buf, sizeof buf, &len, &pos, &m)) {
 		if (!m.r)
 			continue;
-		if (sp >= m.start && sp < m.end) {
+		if (sp && sp >= m.start && sp < m.end) {
 			scan_range(sp, m.end, reach); // the exiting thread, from its stack pointer
 			continue;
 		}
@@ -515,8 +515,10 @@ HIDDEN int scan_run(void) {
 	// stack scan covers.
 	__builtin_unwind_init();
 	volatile uintptr_t here = 0;
-	uintptr_t sp = exit_scan_sp ? exit_scan_sp : (uintptr_t)&here;
-	if (main_return_sp > sp && syscall(SYS_gettid) == leak_pid)
+	// A scan on the writer's thread (on request) has no exiting thread:
+	// every program thread is scanned as a live one.
+	uintptr_t sp = t_tracer ? 0 : exit_scan_sp ? exit_scan_sp : (uintptr_t)&here;
+	if (sp && main_return_sp > sp && syscall(SYS_gettid) == leak_pid)
 		sp = main_return_sp; // main returned: nothing below its caller is live
 	uint64_t t0 = now_units();
 

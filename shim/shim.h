@@ -59,6 +59,8 @@ struct settings {
 	int scan;    // keep the live table and scan at exit
 	int content; // bytes of each lost block to record (LEAK_CONTENT)
 	int freeres; // call __libc_freeres before the exit scan (LEAK_FREERES)
+	int scan_signal;            // LEAK_SCAN_SIGNAL: scan when it arrives
+	uint64_t scan_interval_ms;  // LEAK_SCAN_INTERVAL: scan this often
 	int verbose;
 	int depth;
 	int unwind_fp;
@@ -155,6 +157,8 @@ int leak_writer_final(void);
 size_t leak_writer_drain(int final, const uint8_t **p);
 void leak_write_frame(int enc, const void *p, size_t n, size_t raw_len, uint32_t crc);
 void leak_writer_done(uint32_t gen);
+int leak_scan_due(void);
+HIDDEN void wake_writer_impl(void);
 
 // cfi.c: the CFI and frame-pointer walks behind unwind_capture.
 // unwind_invalidate drops every thread's cached unwind rules; call it

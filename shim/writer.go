@@ -17,6 +17,7 @@ int leak_writer_final(void);
 size_t leak_writer_drain(int final, const uint8_t **p);
 void leak_write_frame(int enc, const void *p, size_t n, size_t raw_len, uint32_t crc);
 void leak_writer_done(uint32_t gen);
+int leak_scan_due(void);
 */
 import "C"
 
@@ -61,6 +62,7 @@ func writeLoop() {
 			C.leak_write_frame(encZstd, unsafe.Pointer(&dst[0]), C.size_t(len(dst)), n, C.uint32_t(crc32.ChecksumIEEE(dst)))
 		}
 		C.leak_writer_done(gen)
+		C.leak_scan_due()
 	}
 }
 

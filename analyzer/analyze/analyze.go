@@ -34,6 +34,9 @@ type Options struct {
 	Pids     []int
 	Exe      string // keep processes whose executable's base name or path matches
 	MinAge   time.Duration
+	// Scan picks which reachability scan gives the kinds (1 = the first);
+	// 0 means the last. Blocks made after that scan are reported unfreed.
+	Scan int
 	// Symbolizer returns a FrameSource for a process's modules; nil leaves
 	// frames as module+address.
 	Symbolizer func(mods []event.Module) FrameSource
@@ -118,6 +121,12 @@ func Run(paths []string, o Options) (*report.Report, error) {
 func Add(rep *report.Report, in *Input, o Options) {
 	r := in.Replay
 	h := r.Hdr
+	if o.Scan != 0 && !r.UseScan(o.Scan) {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("pid %d: no scan %d (the trace has %d); using the last", h.Pid, o.Scan, len(r.Scans)))
+	}
+	if len(r.Scans) > 1 {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("pid %d: %d reachability scans; kinds are from the one at %.3fs (--scan N picks another)", h.Pid, len(r.Scans), float64(r.ScanTime)/1e9))
+	}
 	if !keepProcess(h, o) {
 		return
 	}
@@ -203,7 +212,7 @@ func Add(rep *report.Report, in *Input, o Options) {
 		}
 		kind := report.KindUnfreed
 		var v event.Verdict
-		if r.Verdicts != nil {
+		if r.Verdicts != nil && b.Time <= r.ScanTime {
 			var ok bool
 			if v, ok = r.Verdicts[b.Addr]; !ok {
 				kind = report.KindReachable

@@ -75,6 +75,7 @@ type Replay struct {
 	// when the process was not scanned.
 	Verdicts map[uint64]event.Verdict
 	ScanTime uint64
+	Scans    []*event.Scan // every scan, in time order
 
 	cur, Peak uint64
 	PeakTime  uint64
@@ -385,11 +386,24 @@ func (r *Replay) Live() (heap, maps []Block) {
 	return heap, append([]Block(nil), r.maps...)
 }
 
-// Scan keeps a reachability scan's verdicts; a later scan replaces them.
+// Scan keeps a reachability scan; the verdicts in use are the last scan's
+// until UseScan picks another.
 func (r *Replay) Scan(s *event.Scan) {
+	r.Scans = append(r.Scans, s)
+	r.UseScan(len(r.Scans))
+}
+
+// UseScan selects scan n (1 = the first) for Verdicts; it reports whether
+// there is such a scan.
+func (r *Replay) UseScan(n int) bool {
+	if n < 1 || n > len(r.Scans) {
+		return false
+	}
+	s := r.Scans[n-1]
 	r.Verdicts = make(map[uint64]event.Verdict, len(s.Verdicts))
 	for _, v := range s.Verdicts {
 		r.Verdicts[v.Addr] = v
 	}
 	r.ScanTime = s.Time
+	return true
 }

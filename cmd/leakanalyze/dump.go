@@ -86,3 +86,10 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 	}
 	return exitOK
 }
+
+func (d dumper) Scan(s *event.Scan) {
+	fmt.Fprintf(d.w, "scan t=%d blocks=%d unreachable=%d\n", s.Time, s.Blocks, len(s.Verdicts))
+	for _, v := range s.Verdicts {
+		fmt.Fprintf(d.w, "verdict addr=0x%x kind=%d indirect=%d content=%x\n", v.Addr, v.Kind, v.Indirect, v.Content)
+	}
+}
