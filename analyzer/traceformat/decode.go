@@ -4,6 +4,7 @@ package traceformat
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -42,7 +43,7 @@ const (
 	encRaw  = 0
 	encZstd = 1
 
-	maxFrame = 1 << 30
+	maxFrame = 256 << 20
 )
 
 // End reasons.
@@ -170,12 +171,12 @@ func Decode(r io.Reader, name string, h event.Handler) (Stats, error) {
 		if stored > maxFrame || rawLen > maxFrame || (enc != encRaw && enc != encZstd) {
 			return d.st, &FormatError{name, fmt.Sprintf("corrupt frame header at byte %d", d.st.Bytes-16)}
 		}
-		if cap(payload) < int(stored) {
-			payload = make([]byte, stored)
-		}
-		payload = payload[:stored]
-		n, err = io.ReadFull(r, payload)
-		d.st.Bytes += int64(n)
+		// Grow the buffer as bytes arrive: a corrupt length in a short
+		// file must not allocate what it claims.
+		pb := bytes.NewBuffer(payload[:0])
+		m, err := io.CopyN(pb, r, int64(stored))
+		payload = pb.Bytes()
+		d.st.Bytes += m
 		if err != nil {
 			d.st.Truncated = true
 			break

@@ -1,0 +1,121 @@
+package traceformat
+
+import (
+	"bytes"
+	"encoding/binary"
+	"hash/crc32"
+	"strings"
+	"testing"
+
+	"libleak/analyzer/event"
+)
+
+// nop counts what a decode delivers.
+type nop struct{ events, stacks, modules int }
+
+func (n *nop) Header(*event.Header)   {}
+func (n *nop) Module(*event.Module)   { n.modules++ }
+func (n *nop) Stack(uint64, []uint64) { n.stacks++ }
+func (n *nop) Event(*event.Event)     { n.events++ }
+
+// frame wraps a raw payload in a frame header.
+func frame(payload []byte) []byte {
+	var h [16]byte
+	binary.LittleEndian.PutUint32(h[0:], uint32(len(payload)))
+	binary.LittleEndian.PutUint32(h[4:], uint32(len(payload)))
+	binary.LittleEndian.PutUint32(h[12:], crc32.ChecksumIEEE(payload))
+	return append(h[:], payload...)
+}
+
+func fileHeader() []byte {
+	h := make([]byte, 16)
+	copy(h, Magic)
+	h[8] = Version
+	return h
+}
+
+func piece(slot uint64, b []byte) []byte {
+	out := binary.AppendUvarint(nil, slot)
+	out = binary.AppendUvarint(out, uint64(len(b)))
+	return append(out, b...)
+}
+
+func uv(vs ...uint64) []byte {
+	var out []byte
+	for _, v := range vs {
+		out = binary.AppendUvarint(out, v)
+	}
+	return out
+}
+
+// sample builds a small valid trace: a thread that mallocs two blocks
+// and frees one, then an end record.
+func sample() []byte {
+	th := []byte{recReset}
+	th = append(th, uv(77, 10)...)
+	th = append(th, recStack)
+	th = append(th, uv(1, 2, 0x400100<<1, 0x10<<1)...) // two frames, zigzag deltas
+	th = append(th, recEvent+1)                        // malloc
+	th = append(th, uv(1, (0x1000>>4)<<1, 32, 1)...)
+	th = append(th, recEvent+1)
+	th = append(th, uv(1, (0x2000>>4)<<1, 64, 1)...)
+	th = append(th, recEvent+5) // free
+	th = append(th, uv(1, (0x1000>>4)<<1)...)
+	proc := []byte{recFrame}
+	proc = append(proc, uv(100)...)
+	proc = append(proc, recEnd)
+	proc = append(proc, uv(20, EndExit, 0, 0)...)
+	payload := append(piece(0, proc), piece(1, th)...)
+	return append(fileHeader(), frame(payload)...)
+}
+
+func TestDecodeSample(t *testing.T) {
+	var n nop
+	st, err := Decode(bytes.NewReader(sample()), "sample", &n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.events != 3 || n.stacks != 1 || st.Events != 3 || !st.Ended || st.Truncated || st.Frames != 1 {
+		t.Errorf("got %+v, stats %+v", n, st)
+	}
+}
+
+func TestDecodeTruncated(t *testing.T) {
+	b := sample()
+	var n nop
+	st, err := Decode(bytes.NewReader(b[:len(b)-5]), "cut", &n)
+	if err != nil || !st.Truncated || n.events != 0 {
+		t.Errorf("cut inside its only frame: err %v, stats %+v, %d events", err, st, n.events)
+	}
+}
+
+func TestDecodeBadInput(t *testing.T) {
+	for name, b := range map[string][]byte{
+		"empty":   {},
+		"foreign": []byte("#!/bin/sh\necho hello, this is not a trace\n"),
+		"version": append([]byte(Magic), 9, 0, 0, 0, 0, 0, 0, 0),
+	} {
+		_, err := Decode(bytes.NewReader(b), name, &nop{})
+		if err == nil || !strings.HasPrefix(err.Error(), name+": ") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: want a one-line error naming the input, got %v", name, err)
+		}
+	}
+	// A flipped payload byte fails the checksum.
+	b := sample()
+	b[len(b)-3] ^= 0x40
+	if _, err := Decode(bytes.NewReader(b), "flipped", &nop{}); err == nil || !strings.Contains(err.Error(), "checksum") {
+		t.Errorf("flipped byte: %v", err)
+	}
+}
+
+// FuzzDecode feeds arbitrary bytes to the decoder: it may fail, never
+// panic or hang.
+func FuzzDecode(f *testing.F) {
+	f.Add(sample())
+	f.Add(fileHeader())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		Decode(bytes.NewReader(b), "fuzz", &nop{})
+		// The same bytes behind a valid file header and frame.
+		Decode(bytes.NewReader(append(fileHeader(), frame(b)...)), "fuzz", &nop{})
+	})
+}
