@@ -272,16 +272,14 @@ HIDDEN void tracer_region_del(void *p, size_t len) {
 	regions_unlock();
 }
 
-// live_lists_overlap tells whether [s, e) holds the region lists
-// themselves: they are full of program addresses, and not roots.
-HIDDEN int live_lists_overlap(uintptr_t s, uintptr_t e) {
+// live_lists_ranges gives where the region lists themselves are: they
+// are full of program addresses, and not roots.
+HIDDEN void live_lists_ranges(uintptr_t lo[2], uintptr_t hi[2]) {
 	const struct rlist *ls[2] = {&prog_maps, &tracer_maps};
 	for (int i = 0; i < 2; i++) {
-		uintptr_t a = (uintptr_t)ls[i]->r, b = a + ls[i]->cap * sizeof(struct region);
-		if (ls[i]->r && a < e && b > s)
-			return 1;
+		lo[i] = (uintptr_t)ls[i]->r;
+		hi[i] = lo[i] + ls[i]->cap * sizeof(struct region);
 	}
-	return 0;
 }
 
 // Callers hold regions_mu (live_freeze).

@@ -49,7 +49,7 @@ HIDDEN void live_thaw(void);
 HIDDEN size_t live_collect(struct lt_ent *out, size_t n);
 HIDDEN const struct region *live_maps(size_t *n);
 HIDDEN const struct region *tracer_maps_get(size_t *n);
-HIDDEN int live_lists_overlap(uintptr_t s, uintptr_t e);
+HIDDEN void live_lists_ranges(uintptr_t lo[2], uintptr_t hi[2]);
 HIDDEN extern int scan_content_bytes;
 // Where the exiting thread's stack scan starts: the frame of the hook or
 // handler the program's exit went through, so the tracer's own deeper

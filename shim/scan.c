@@ -299,32 +299,8 @@ static int next_mapping(int fd, char *buf, size_t cap, size_t *len, size_t *pos,
 	}
 }
 
-static int overlaps(uintptr_t s, uintptr_t e, const struct region *r, size_t n) {
-	for (size_t i = 0; i < n; i++)
-		if (r[i].start < e && r[i].end > s)
-			return 1;
-	return 0;
-}
 
-static int holds_block(uintptr_t s, uintptr_t e) {
-	// Blocks are sorted: binary search the first block ending after s.
-	size_t lo = 0, hi = nblk;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (blks[mid].end <= s)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < nblk && blks[lo].addr < e;
-}
 
-static int thread_stack(uintptr_t s, uintptr_t e) {
-	for (int i = 0; i < nthreads_known; i++)
-		if (threads_known[i].lo < e && threads_known[i].hi > s)
-			return 1;
-	return 0;
-}
 
 static int thread_alive(pid_t tid) { return syscall(SYS_tgkill, leak_pid, tid, 0) == 0; }
 
@@ -379,56 +355,143 @@ static void scan_stack(pid_t tid, uintptr_t s, uintptr_t e) {
 	scan_range(s, e, reach);
 }
 
+// Anonymous mappings with equal protections merge: one line of
+// /proc/self/maps can hold a thread's stack, the tracer's memory and a
+// program mapping side by side. So ranges are cut out of lines, not lines
+// skipped: excluded are the tracer's memory, thread stacks (scanned
+// below, by their own rules), the region lists, the program's mappings
+// and large blocks (scanned as blocks when reached).
+#define MAX_MAPS 8192
+static struct mapping maps_read[MAX_MAPS];
+static int nmaps_read;
+
+struct cut {
+	uintptr_t lo, hi;
+};
+#define MAX_CUTS 16384
+static struct cut cuts[MAX_CUTS];
+static int ncuts;
+
+static void add_cut(uintptr_t lo, uintptr_t hi) {
+	if (ncuts < MAX_CUTS && hi > lo)
+		cuts[ncuts++] = (struct cut){lo, hi};
+}
+
+static void sort_cuts(void) {
+	for (int i = 1; i < ncuts; i++) { // insertion sort: few, mostly sorted
+		struct cut c = cuts[i];
+		int j = i - 1;
+		while (j >= 0 && cuts[j].lo > c.lo) {
+			cuts[j + 1] = cuts[j];
+			j--;
+		}
+		cuts[j + 1] = c;
+	}
+}
+
+// scan_pieces scans [s, e) minus the cuts.
+static void scan_pieces(uintptr_t s, uintptr_t e) {
+	for (int i = 0; i < ncuts && s < e; i++) {
+		if (cuts[i].hi <= s)
+			continue;
+		if (cuts[i].lo >= e)
+			break;
+		if (cuts[i].lo > s)
+			scan_range(s, cuts[i].lo, reach);
+		if (cuts[i].hi > s)
+			s = cuts[i].hi;
+	}
+	if (s < e)
+		scan_range(s, e, reach);
+}
+
+// mapped tells whether [s, e) lies in readable mappings.
+static int mapped(uintptr_t s, uintptr_t e) {
+	for (int i = 0; i < nmaps_read && s < e; i++) {
+		struct mapping *m = &maps_read[i];
+		if (m->r && m->start <= s && m->end > s)
+			s = m->end;
+	}
+	return s >= e;
+}
+
 static void root_mappings(uintptr_t sp) {
 	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return;
 	static char buf[65536];
 	size_t len = 0, pos = 0;
-	struct mapping m;
-	size_t ntr;
-	const struct region *tr = tracer_maps_get(&ntr);
-	while (next_mapping(fd, buf, sizeof buf, &len, &pos, &m)) {
-		if (!m.r)
-			continue;
-		if (sp && sp >= m.start && sp < m.end) {
-			scan_range(sp, m.end, reach); // the exiting thread, from its stack pointer
-			continue;
-		}
-		if (!m.w || m.shared)
-			continue;
-		if (m.named && m.name[0] != '[') // a file: object segments were scanned from their headers
-			continue;
-		if (m.named && strncmp(m.name, "[stack", 6) != 0 && strncmp(m.name, "[anon", 5) != 0)
-			continue; // [heap], [vvar], [vdso]: the heap is scanned block by block
-		int skip = 0;
-		for (int i = 0; i < nskip; i++)
-			skip |= skip_lo[i] < m.end && skip_hi[i] > m.start;
-		if (skip || overlaps(m.start, m.end, tr, ntr) || live_lists_overlap(m.start, m.end))
-			continue; // the tracer's memory holds every address
-		if (thread_stack(m.start, m.end)) {
-			for (int i = 0; i < nthreads_known; i++) {
-				struct thread_rec *t = &threads_known[i];
-				if (t->lo >= m.end || t->hi <= m.start)
-					continue;
-				if (thread_alive(t->tid))
-					scan_stack(t->tid, m.start, m.end);
-				else if (t->tp >= m.start && t->tp < m.end)
-					scan_range(t->tp, m.end, reach_any);
-			}
-			continue; // the rest of a dead thread's cached stack is stale
-		}
-		if (m.named && strncmp(m.name, "[stack]", 7) == 0) {
-			scan_stack(leak_pid, m.start, m.end); // the main thread, while another exits
-			continue;
-		}
-		if ((m.start & ((64u << 20) - 1)) == 0)
-			continue; // a malloc arena: free chunks point everywhere
-		if (holds_block(m.start, m.end))
-			continue; // a large block's own mapping, or a traced mapping
-		scan_range(m.start, m.end, reach);
-	}
+	nmaps_read = 0;
+	while (nmaps_read < MAX_MAPS && next_mapping(fd, buf, sizeof buf, &len, &pos, &maps_read[nmaps_read]))
+		nmaps_read++;
 	close(fd);
+
+	size_t ntr, nmp;
+	const struct region *tr = tracer_maps_get(&ntr);
+	const struct region *mp = live_maps(&nmp);
+	ncuts = 0;
+	for (size_t i = 0; i < ntr; i++)
+		add_cut(tr[i].start, tr[i].end);
+	for (size_t i = 0; i < nmp; i++)
+		add_cut(mp[i].start, mp[i].end);
+	for (int i = 0; i < nskip; i++)
+		add_cut(skip_lo[i], skip_hi[i]);
+	uintptr_t llo[2], lhi[2];
+	live_lists_ranges(llo, lhi);
+	for (int i = 0; i < 2; i++)
+		add_cut(llo[i] & ~(uintptr_t)4095, (lhi[i] + 4095) & ~(uintptr_t)4095);
+	for (int i = 0; i < nthreads_known; i++)
+		add_cut(threads_known[i].lo & ~(uintptr_t)4095, threads_known[i].hi);
+	for (size_t i = 0; i < nblk; i++) // malloc's own mappings of large blocks
+		if (heapblk[i] && blks[i].end - blks[i].addr >= (64u << 10))
+			add_cut((blks[i].addr - 16) & ~(uintptr_t)4095, (blks[i].end + 4095) & ~(uintptr_t)4095);
+	uintptr_t exiting_lo = 0, exiting_hi = 0;
+	if (sp) {
+		for (int i = 0; i < nmaps_read; i++)
+			if (sp >= maps_read[i].start && sp < maps_read[i].end)
+				exiting_lo = maps_read[i].start, exiting_hi = maps_read[i].end;
+		// The exiting thread's stack, from its stack pointer; a thread
+		// the program created ends its stack at its recorded top.
+		uintptr_t top = exiting_hi;
+		for (int i = 0; i < nthreads_known; i++)
+			if (sp >= threads_known[i].lo && sp < threads_known[i].hi)
+				top = threads_known[i].hi;
+		scan_range(sp, top, reach);
+		add_cut(exiting_lo, top);
+	}
+	sort_cuts();
+
+	// Threads the program created: live ones from their stack pointer,
+	// exited ones (their stacks cached by glibc) by their descriptor only.
+	for (int i = 0; i < nthreads_known; i++) {
+		struct thread_rec *t = &threads_known[i];
+		if (sp >= t->lo && sp < t->hi)
+			continue;
+		if (!mapped(t->lo, t->hi))
+			continue;
+		if (thread_alive(t->tid))
+			scan_stack(t->tid, t->lo, t->hi);
+		else if (t->tp >= t->lo && t->tp < t->hi)
+			scan_range(t->tp, t->hi, reach_any);
+	}
+
+	for (int i = 0; i < nmaps_read; i++) {
+		struct mapping *m = &maps_read[i];
+		if (!m->r || !m->w || m->shared)
+			continue;
+		if (m->named && m->name[0] != '[') // a file: object segments were scanned from their headers
+			continue;
+		if (m->named && strncmp(m->name, "[stack]", 7) == 0) {
+			if (!(sp >= m->start && sp < m->end))
+				scan_stack(leak_pid, m->start, m->end); // the main thread, while another exits
+			continue;
+		}
+		if (m->named && strncmp(m->name, "[anon", 5) != 0)
+			continue; // [heap], [vvar], [vdso]: the heap is scanned block by block
+		if ((m->start & ((64u << 20) - 1)) == 0)
+			continue; // a malloc arena: free chunks point everywhere
+		scan_pieces(m->start, m->end);
+	}
 }
 
 // ---- the scan -------------------------------------------------------------------

@@ -390,8 +390,10 @@ func Finish(rep *report.Report, o Options) {
 		if o.SortBy == "blocks" && a.Blocks != b.Blocks {
 			return a.Blocks > b.Blocks
 		}
-		if a.Bytes != b.Bytes {
-			return a.Bytes > b.Bytes
+		// By the weight a site holds, indirect blocks included, as valgrind
+		// orders its loss records.
+		if ta, tb := a.Bytes+a.IndirectBytes, b.Bytes+b.IndirectBytes; ta != tb {
+			return ta > tb
 		}
 		if a.Blocks != b.Blocks {
 			return a.Blocks > b.Blocks
