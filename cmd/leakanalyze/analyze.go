@@ -20,14 +20,15 @@ func init() {
 // analyzeFlags are shared by analyze and run.
 type analyzeFlags struct {
 	format, out, group, sortBy, exe, show string
-	top                                  int
-	minBytes                             uint64
-	pids                                 []int
-	minAge                               string
-	noDemangle                           bool
-	debugDirs                            []string
-	sysroot                              string
-	maxFrames                            int
+	top                                   int
+	minBytes                              uint64
+	pids                                  []int
+	minAge                                string
+	noDemangle                            bool
+	debugDirs                             []string
+	sysroot                               string
+	maxFrames                             int
+	scan                                  int
 }
 
 func (a *analyzeFlags) register(fs *pflag.FlagSet) {
@@ -45,10 +46,11 @@ func (a *analyzeFlags) register(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&a.debugDirs, "debug-dir", nil, "extra directory of separate debug files (repeatable)")
 	fs.StringVar(&a.sysroot, "sysroot", "", "prefix for module paths, for traces from another machine")
 	fs.IntVar(&a.maxFrames, "max-frames", 0, "print at most N frames per site (0: all)")
+	fs.IntVar(&a.scan, "scan", 0, "take kinds from reachability scan N of a trace (1: the first; default: the last)")
 }
 
 func (a *analyzeFlags) options(stderr io.Writer) (analyze.Options, error) {
-	o := analyze.Options{Group: a.group, SortBy: a.sortBy, Top: a.top, MinBytes: a.minBytes, Pids: a.pids, Exe: a.exe}
+	o := analyze.Options{Group: a.group, SortBy: a.sortBy, Top: a.top, MinBytes: a.minBytes, Pids: a.pids, Exe: a.exe, Scan: a.scan}
 	switch {
 	case a.group == "stack" || a.group == "function":
 	case strings.HasPrefix(a.group, "top:"):

@@ -1,12 +1,12 @@
 package main
 
 import (
-	"fmt"
 	"io"
 
+	"libleak/analyzer/pprofout"
 	"libleak/analyzer/report"
 )
 
 func writePprof(w io.Writer, r *report.Report) error {
-	return fmt.Errorf("pprof output is not available yet")
+	return pprofout.Write(w, r)
 }
