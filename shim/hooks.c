@@ -303,11 +303,37 @@ size_t malloc_usable_size(void *p) {
 // and nothrow/sized/aligned variants call the plain ones: only the
 // outermost operator records.
 
+// cxx_next finds the real operator. A C++ library dlopen'ed with
+// RTLD_LOCAL (a plugin that brings libstdc++) is not in the global scope
+// that RTLD_NEXT searches: look in libstdc++ by name. Failing both, a
+// plain malloc/free stands in, which only loses new_handler and
+// std::bad_alloc on exhausted memory.
+static void *cxx_next(const char *name, void *fallback) {
+	void *p = next(name);
+	if (!p) {
+		t_guard++;
+		void *h = real.dlopen ? real.dlopen("libstdc++.so.6", RTLD_LAZY | RTLD_NOLOAD) : NULL;
+		if (h)
+			p = dlsym(h, name);
+		t_guard--;
+	}
+	return p ? p : fallback;
+}
+
+static void *new_fallback(size_t n) {
+	void *p = malloc(n ? n : 1);
+	if (!p)
+		abort();
+	return p;
+}
+
+static void delete_fallback(void *p) { free(p); }
+
 #define NEW_HOOK(sym, op, params, args, size)                                 \
 	void *sym params {                                                    \
 		static void *(*realfn) params;                                \
 		if (UNLIKELY(!realfn))                                        \
-			realfn = next(#sym);                                  \
+			realfn = cxx_next(#sym, (void *)new_fallback);        \
 		if (!recording(RA))                                           \
 			return realfn args;                                   \
 		t_cxx++;                                                      \
@@ -322,7 +348,7 @@ size_t malloc_usable_size(void *p) {
 	void sym params {                                                     \
 		static void (*realfn) params;                                 \
 		if (UNLIKELY(!realfn))                                        \
-			realfn = next(#sym);                                  \
+			realfn = cxx_next(#sym, (void *)delete_fallback);     \
 		if (p == NULL || !recording(RA)) {                            \
 			realfn args;                                          \
 			return;                                               \

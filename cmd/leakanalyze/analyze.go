@@ -96,6 +96,7 @@ func runAnalyze(args []string, stdout, stderr io.Writer) int {
 		if err == pflag.ErrHelp {
 			return exitOK
 		}
+		fmt.Fprintf(stderr, "leakanalyze: analyze: %v\n", err)
 		return exitBadInput
 	}
 	if fs.NArg() == 0 {

@@ -65,6 +65,7 @@ func runDump(args []string, stdout, stderr io.Writer) int {
 		if err == pflag.ErrHelp {
 			return exitOK
 		}
+		fmt.Fprintf(stderr, "leakanalyze: dump: %v\n", err)
 		return exitBadInput
 	}
 	if fs.NArg() != 1 {

@@ -39,6 +39,7 @@ func runExport(args []string, stdout, stderr io.Writer) int {
 		if err == pflag.ErrHelp {
 			return exitOK
 		}
+		fmt.Fprintf(stderr, "leakanalyze: export: %v\n", err)
 		return exitBadInput
 	}
 	if !*asMtrace || fs.NArg() != 1 {

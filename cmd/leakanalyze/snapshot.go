@@ -37,6 +37,7 @@ func runSnapshot(args []string, stdout, stderr io.Writer) int {
 		if err == pflag.ErrHelp {
 			return exitOK
 		}
+		fmt.Fprintf(stderr, "leakanalyze: snapshot: %v\n", err)
 		return exitBadInput
 	}
 	if fs.NArg() != 1 {

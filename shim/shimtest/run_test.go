@@ -155,6 +155,15 @@ print(subprocess.run(["echo", "child"], capture_output=True, text=True).stdout.s
 		script := "cd $(mktemp -d -p .) && " + g + " init -q . && " + g + " -c user.name=a -c user.email=a@b commit -q --allow-empty -m first && " + g + " log --format=%s"
 		same(t, repo, []string{"GIT_CONFIG_NOSYSTEM=1", "HOME=" + repo}, "", "/bin/sh", "-c", script)
 	})
+	t.Run("ar", func(t *testing.T) {
+		// binutils' ar dlopens a C++ plugin that brings libstdc++ into a
+		// local scope: operator new must still find its real definition.
+		obj := filepath.Join(dir, "a.o")
+		if b, err := exec.Command("gcc", "-c", "-o", obj, filepath.Join(dir, "hello.c")).CombinedOutput(); err != nil {
+			t.Fatalf("%v %s", err, b)
+		}
+		same(t, dir, nil, "", need(t, "ar"), "rcs", filepath.Join(dir, "libx.a"), obj)
+	})
 	t.Run("make", func(t *testing.T) {
 		r := same(t, dir, nil, "", need(t, "make"), "-s", "-C", dir)
 		if len(r.traces) < 5 {
