@@ -7,7 +7,7 @@ BUILD   := build
 SHIM_SRC := $(wildcard shim/*.c shim/*.h shim/*.go)
 GO_SRC  := $(shell find analyzer cmd internal -name '*.go' -not -name '*_test.go' 2>/dev/null) go.mod go.sum
 
-.PHONY: all deps demo test bench clean
+.PHONY: all deps demo test gate bench clean
 
 all: deps $(BUILD)/libleak.so $(BUILD)/leakanalyze
 
@@ -47,6 +47,13 @@ demo: all $(BUILD)/demo/fib_thread
 test: all
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
+	$(MAKE) --no-print-directory gate
+
+# The project's own clean programs must pass its own leak gate.
+gate: all
+	@mkdir -p $(BUILD)/gate
+	gcc -g -O1 -pthread -o $(BUILD)/gate/clean testprogs/clean.c
+	$(BUILD)/leakanalyze run -- sh -c '$(BUILD)/gate/clean >/dev/null && ls / >/dev/null'
 
 bench: all
 	$(GO) run ./internal/bench
