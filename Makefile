@@ -11,18 +11,19 @@ GO_SRC  := $(shell find analyzer cmd internal -name '*.go' -not -name '*_test.go
 
 all: deps $(BUILD)/libleak.so $(BUILD)/leakanalyze
 
-# The default unwinder is libunwind, loaded by the shim at run time.
-# Install it when missing (Debian's libunwind8); without it the shim falls
-# back to frame pointers and says so in every trace.
+# libunwind (Debian's libunwind8) is optional: LEAK_UNWIND=libunwind loads
+# it at run time, the shim falls back to it on a glibc without
+# _dl_find_object, and tests compare the default unwinder with it. Install
+# it when missing; without it those uses fall back or skip.
 deps:
 	@if ! /sbin/ldconfig -p 2>/dev/null | grep -q 'libunwind.so.8 '; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing libunwind8 (the shim's default unwinder)"; \
+	    echo "installing libunwind8 (optional unwinder, used by tests)"; \
 	    (apt-get install -y -q libunwind8 >/dev/null 2>&1 || \
 	     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libunwind8 >/dev/null)) || \
-	     echo "warning: could not install libunwind8; stacks will come from frame pointers"; \
+	     echo "warning: could not install libunwind8; LEAK_UNWIND=libunwind will fall back"; \
 	  else \
-	    echo "warning: libunwind.so.8 not found (apt-get install libunwind8); stacks will come from frame pointers"; \
+	    echo "note: libunwind.so.8 not found (apt-get install libunwind8): LEAK_UNWIND=libunwind unavailable"; \
 	  fi; \
 	fi
 

@@ -766,7 +766,7 @@ static inline struct rule *lookup(struct cache *c, uint32_t i, uintptr_t key, st
 // walk over our own frames starts from.
 HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max) {
 	uintptr_t ip, sp, rbp;
-	if (!leave_ours(__builtin_frame_address(0), &ip, &sp, &rbp))
+	if (max <= 0 || !leave_ours(__builtin_frame_address(0), &ip, &sp, &rbp))
 		return 0;
 	int rbp_ok = 1;
 	struct cache *c = cache();
@@ -776,9 +776,10 @@ HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max) {
 	uint32_t i = slot(ip);
 	const struct rule *r = lookup(c, i, ip, &tmp);
 	int n = 0;
-	while (r && n < max) {
+	while (n < max) {
+		// A frame with no rule (JIT code) is the last one recorded.
 		pcs[n++] = ip;
-		if (n == max)
+		if (n == max || !r)
 			break;
 		uintptr_t cfa, v, key;
 		switch (r->kind & CFA_MASK) {
@@ -855,7 +856,7 @@ HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max) {
 // must end, not fault, when it does.
 HIDDEN __attribute__((noinline)) int fp_capture(uintptr_t *pcs, int max) {
 	uintptr_t ip, sp, fp;
-	if (!leave_ours(__builtin_frame_address(0), &ip, &sp, &fp))
+	if (max <= 0 || !leave_ours(__builtin_frame_address(0), &ip, &sp, &fp))
 		return 0;
 	struct bounds b;
 	stack_bounds(&b, sp);

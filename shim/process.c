@@ -690,8 +690,8 @@ static void read_settings(void) {
 	if ((v = getenv("LEAK_UNWIND")) && *v) {
 		if (strcmp(v, "fp") == 0)
 			cfg.unwind_fp = 1;
-		else if (strcmp(v, "libunwind") != 0)
-			logmsg("LEAK_UNWIND=%s is neither fp nor libunwind; using libunwind", v);
+		else if (strcmp(v, "cfi") != 0 && strcmp(v, "libunwind") != 0)
+			logmsg("LEAK_UNWIND=%s is not cfi, libunwind or fp; using cfi", v);
 	}
 	cfg.scan = !((v = getenv("LEAK_SCAN")) && strcmp(v, "0") == 0);
 	cfg.freeres = !((v = getenv("LEAK_FREERES")) && strcmp(v, "0") == 0);

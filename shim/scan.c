@@ -103,9 +103,19 @@ static long find_raw(uintptr_t w) {
 	uint32_t i = f[(w >> 12) & ((1u << 18) - 1)];
 	if (i == UINT32_MAX)
 		return -1;
-	for (; i < nblk && blks[i].addr <= w; i++)
-		if (w < blks[i].end || (w == blks[i].addr))
-			return (long)i;
+	// Blocks are at least 16 bytes apart: at most 257 start in a page
+	// (one more reaches into it). Binary search for the last block at or
+	// below w.
+	size_t lo = i, hi = i + 258 < nblk ? i + 258 : nblk;
+	while (hi - lo > 1) {
+		size_t mid = (lo + hi) / 2;
+		if (blks[mid].addr <= w)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	if (blks[lo].addr <= w && (w < blks[lo].end || w == blks[lo].addr))
+		return (long)lo;
 	return -1;
 }
 
@@ -644,6 +654,13 @@ HIDDEN int scan_run(void) {
 	proc_lock();
 	proc_put(vbuf, vlen);
 	proc_unlock();
+	if (cfg.verbose) {
+		uint64_t bytes = 0;
+		for (size_t i = 0; i < nblk; i++)
+			bytes += blks[i].end - blks[i].addr;
+		logmsg("scanned %zu blocks (%llu MiB) in %llu ms", nblk, (unsigned long long)(bytes >> 20),
+		       (unsigned long long)(((now_units() - t0) << TIME_SHIFT) / 1000000));
+	}
 	if (vbuf)
 		live_unmap(vbuf, vcap);
 	vbuf = NULL;
