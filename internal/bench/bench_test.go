@@ -177,3 +177,13 @@ func TestDefaultParams(t *testing.T) {
 		t.Errorf("quick with -reps 7 = %+v", q)
 	}
 }
+
+func TestParseScanned(t *testing.T) {
+	blocks, ms, ok := parseScanned("libleak: tracing pid 1 to x\nlibleak: scanned 16777217 blocks (1024 MiB) in 1523 ms\n")
+	if !ok || blocks != 16777217 || ms != 1523 {
+		t.Errorf("got %d %v %v", blocks, ms, ok)
+	}
+	if _, _, ok := parseScanned("nothing"); ok {
+		t.Error("parsed a line that is not there")
+	}
+}

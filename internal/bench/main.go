@@ -25,7 +25,7 @@ import (
 const lsanLib = "/usr/lib/x86_64-linux-gnu/liblsan.so.0"
 
 // names accepted by -only, in report order.
-var known = []string{"native", "libleak", "libleak-fp", "heaptrack", "lsan", "valgrind", "analyzer"}
+var known = []string{"native", "libleak", "libleak-fp", "heaptrack", "lsan", "valgrind", "analyzer", "scan"}
 
 type params struct {
 	iterations   int // per overhead run, the same for every tool
@@ -120,6 +120,10 @@ func main() {
 	if sel["analyzer"] {
 		analysis = h.runAnalyzer()
 	}
+	var scan scanRow
+	if sel["scan"] {
+		scan = h.runScan()
+	}
 	load1 := loadavg()
 
 	report.WriteString(h.machine(load0, load1))
@@ -128,6 +132,9 @@ func main() {
 	}
 	if sel["analyzer"] {
 		report.WriteString(h.analyzerReport(analysis))
+	}
+	if sel["scan"] {
+		report.WriteString(h.scanReport(scan))
 	}
 	report.WriteString(h.targetsReport(overhead, analysis))
 
