@@ -159,31 +159,39 @@ static void start_buf(struct tstate *s, struct buf *b) {
 
 // hand_off queues the current buffer for writing and installs a new one.
 // Returns 0 when no buffer could be had: the thread then drops events.
+// queue_cur claims the rest of the thread's current buffer and queues it
+// for writing. Returns whether the writer should be woken.
+static int queue_cur(struct tstate *s) {
+	struct buf *b = __atomic_load_n(&s->cur, __ATOMIC_RELAXED);
+	if (!b)
+		return 0;
+	uint32_t d = __atomic_exchange_n(&b->drained, CLAIMED, __ATOMIC_ACQ_REL);
+	b->start = d;
+	b->end = __atomic_load_n(&b->committed, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&pool_mu);
+	b->next = NULL;
+	if (queue_tail)
+		queue_tail->next = b;
+	else
+		queue_head = b;
+	queue_tail = b;
+	queued++;
+	int wake = queued >= WAKE_QUEUED;
+	pthread_mutex_unlock(&pool_mu);
+	// Order matters to the drainer: it must see `handed` move before it
+	// can see the new buffer.
+	__atomic_store_n(&s->handed, s->handed + 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&s->cur, NULL, __ATOMIC_RELEASE);
+	return wake;
+}
+
 static int hand_off(struct tstate *s) {
-	struct buf *old = __atomic_load_n(&s->cur, __ATOMIC_RELAXED);
-	if (old) {
-		uint32_t d = __atomic_exchange_n(&old->drained, CLAIMED, __ATOMIC_ACQ_REL);
-		old->start = d;
-		old->end = __atomic_load_n(&old->committed, __ATOMIC_RELAXED);
-		pthread_mutex_lock(&pool_mu);
-		old->next = NULL;
-		if (queue_tail)
-			queue_tail->next = old;
-		else
-			queue_head = old;
-		queue_tail = old;
-		queued++;
-		int wake = queued >= WAKE_QUEUED;
-		pthread_mutex_unlock(&pool_mu);
-		// Order matters to the drainer: it must see `handed` move before
-		// it can see the new buffer.
-		__atomic_store_n(&s->handed, s->handed + 1, __ATOMIC_RELEASE);
-		__atomic_store_n(&s->cur, NULL, __ATOMIC_RELEASE);
-		if (leak_c_writer) {
+	if (s->cur) {
+		int wake = queue_cur(s);
+		if (leak_c_writer)
 			flush_and_wait(0, 0);
-		} else if (wake) {
+		else if (wake)
 			wake_writer();
-		}
 	}
 	struct buf *b = get_buf();
 	for (int tries = 0; !b && tries < 20 && go_writer_alive && !leak_c_writer; tries++) {
@@ -708,24 +716,8 @@ HIDDEN void rec_after_fork_child(void) {
 // rec_thread_handoff hands the calling thread's buffer off, so that it is
 // written before an exec or exit.
 HIDDEN void rec_thread_handoff(void) {
-	struct tstate *s = t_state;
-	if (s && s->cur) {
-		struct buf *b = s->cur;
-		uint32_t d = __atomic_exchange_n(&b->drained, CLAIMED, __ATOMIC_ACQ_REL);
-		b->start = d;
-		b->end = __atomic_load_n(&b->committed, __ATOMIC_RELAXED);
-		pthread_mutex_lock(&pool_mu);
-		b->next = NULL;
-		if (queue_tail)
-			queue_tail->next = b;
-		else
-			queue_head = b;
-		queue_tail = b;
-		queued++;
-		pthread_mutex_unlock(&pool_mu);
-		__atomic_store_n(&s->handed, s->handed + 1, __ATOMIC_RELEASE);
-		__atomic_store_n(&s->cur, NULL, __ATOMIC_RELEASE);
-	}
+	if (t_state)
+		queue_cur(t_state);
 }
 
 HIDDEN void wake_writer_impl(void);

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"libleak/analyzer/texttable"
 	"math"
 	"sort"
 	"strings"
@@ -409,30 +410,30 @@ func WriteProcessText(w io.Writer, rep ProcessReport) error {
 	}
 	if len(rep.Metrics) > 0 {
 		b.WriteString("\n")
-		tb := newTable(6)
-		tb.add("", "first", "last", "change", "rate", "conf", "verdict")
+		tb := texttable.New(6)
+		tb.Add("", "first", "last", "change", "rate", "conf", "verdict")
 		for _, m := range rep.Metrics {
-			tb.add(mark(m.Flagged)+" "+m.Name, slab.FormatBytes(m.First), slab.FormatBytes(m.Last),
+			tb.Add(mark(m.Flagged)+" "+m.Name, slab.FormatBytes(m.First), slab.FormatBytes(m.Last),
 				slab.FormatDelta(float64(m.Last)-float64(m.First)), slab.FormatRate(m.BytesPerSecond),
 				fmt.Sprintf("%.3f", m.Confidence), string(m.Verdict))
 		}
-		tb.write(&b, "")
+		tb.Write(&b, "")
 	}
 	if len(rep.Mappings) > 0 {
 		fmt.Fprintf(&b, "\ngrowing mappings (anonymous + swap memory; %d anonymous mappings, %d at the start)\n",
 			rep.AnonMappings[1], rep.AnonMappings[0])
-		tb := newTable(1, 2, 9)
-		tb.add("", "perms", "region", "size", "first", "last", "change", "rate", "conf", "verdict")
+		tb := texttable.New(1, 2, 9)
+		tb.Add("", "perms", "region", "size", "first", "last", "change", "rate", "conf", "verdict")
 		for _, m := range rep.Mappings {
 			label := m.Name
 			if m.New {
 				label += " (new)"
 			}
-			tb.add(mark(m.Flagged)+" "+label, m.Perms, fmt.Sprintf("%x-%x", m.Start, m.End), slab.FormatBytes(m.LastSize),
+			tb.Add(mark(m.Flagged)+" "+label, m.Perms, fmt.Sprintf("%x-%x", m.Start, m.End), slab.FormatBytes(m.LastSize),
 				slab.FormatBytes(m.First), slab.FormatBytes(m.Last), slab.FormatDelta(float64(m.Last)-float64(m.First)),
 				slab.FormatRate(m.BytesPerSecond), fmt.Sprintf("%.3f", m.Confidence), string(m.Verdict))
 		}
-		tb.write(&b, "")
+		tb.Write(&b, "")
 		if rep.More > 0 {
 			fmt.Fprintf(&b, "(%d more growing mappings not shown)\n", rep.More)
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"libleak/analyzer/texttable"
 	"os"
 	"path/filepath"
 	"sort"
@@ -349,14 +350,14 @@ func WriteTopText(w io.Writer, rep TopReport) error {
 	}
 	if len(rep.System) > 0 {
 		b.WriteString("\nsystem (/proc/meminfo)\n")
-		tb := newTable(6)
-		tb.add("", "first", "last", "change", "rate", "conf", "verdict")
+		tb := texttable.New(6)
+		tb.Add("", "first", "last", "change", "rate", "conf", "verdict")
 		for _, m := range rep.System {
-			tb.add(mark(m.Flagged)+" "+m.Name, slab.FormatBytes(m.First), slab.FormatBytes(m.Last),
+			tb.Add(mark(m.Flagged)+" "+m.Name, slab.FormatBytes(m.First), slab.FormatBytes(m.Last),
 				slab.FormatDelta(float64(m.Last)-float64(m.First)), slab.FormatRate(m.BytesPerSecond),
 				fmt.Sprintf("%.3f", m.Confidence), string(m.Verdict))
 		}
-		tb.write(&b, "")
+		tb.Write(&b, "")
 		var avail, old *Metric
 		for i := range rep.System {
 			switch rep.System[i].Name {
@@ -373,8 +374,8 @@ func WriteTopText(w io.Writer, rep TopReport) error {
 	}
 	if len(rep.Ranked) > 0 {
 		b.WriteString("\nprocesses by growth (anonymous + swap memory)\n")
-		tb := newTable(1, 10)
-		tb.add("  pid", "name", "rss", "pss", "uss", "first", "last", "change", "rate", "conf", "verdict")
+		tb := texttable.New(1, 10)
+		tb.Add("  pid", "name", "rss", "pss", "uss", "first", "last", "change", "rate", "conf", "verdict")
 		for _, p := range rep.Ranked {
 			pss, uss := "-", "-"
 			if p.PSS != nil {
@@ -384,11 +385,11 @@ func WriteTopText(w io.Writer, rep TopReport) error {
 			if p.Exited {
 				verdict += " (exited)"
 			}
-			tb.add(mark(p.Flagged)+" "+strconv.Itoa(p.Pid), p.Name, slab.FormatBytes(p.RSS), pss, uss,
+			tb.Add(mark(p.Flagged)+" "+strconv.Itoa(p.Pid), p.Name, slab.FormatBytes(p.RSS), pss, uss,
 				slab.FormatBytes(p.First), slab.FormatBytes(p.Last), slab.FormatDelta(float64(p.Last)-float64(p.First)),
 				slab.FormatRate(p.BytesPerSecond), fmt.Sprintf("%.3f", p.Confidence), verdict)
 		}
-		tb.write(&b, "")
+		tb.Write(&b, "")
 		if rep.More > 0 {
 			fmt.Fprintf(&b, "(%d more processes not shown)\n", rep.More)
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"libleak/analyzer/texttable"
 	"math"
 	"sort"
 	"strings"
@@ -240,33 +241,33 @@ func WriteText(w io.Writer, rep Report) error {
 	}
 	if len(rep.System) > 0 {
 		b.WriteString("\nsystem (/proc/meminfo)\n")
-		tb := newTable(6)
-		tb.add("", "first", "last", "change", "rate", "conf", "verdict")
+		tb := texttable.New(6)
+		tb.Add("", "first", "last", "change", "rate", "conf", "verdict")
 		for _, s := range rep.System {
-			tb.add(mark(s.Flagged)+" "+s.Name, FormatBytes(s.First), FormatBytes(s.Last),
+			tb.Add(mark(s.Flagged)+" "+s.Name, FormatBytes(s.First), FormatBytes(s.Last),
 				FormatDelta(float64(s.Last)-float64(s.First)), FormatRate(s.BytesPerSecond),
 				fmt.Sprintf("%.3f", s.Confidence), string(s.Verdict))
 		}
-		tb.write(&b, "")
+		tb.Write(&b, "")
 	}
 	if rep.Caches > 0 {
 		if len(rep.Growing) == 0 {
 			b.WriteString("\nno cache grew\n")
 		} else {
 			b.WriteString("\ngrowing caches (active objects x object size)\n")
-			tb := newTable(8)
-			tb.add("", "objsize", "objects", "first", "last", "change", "rate", "conf", "verdict")
+			tb := texttable.New(8)
+			tb.Add("", "objsize", "objects", "first", "last", "change", "rate", "conf", "verdict")
 			for _, c := range rep.Growing {
 				name := c.Name
 				if c.Reclaimable {
 					name += " (r)"
 				}
-				tb.add(mark(c.Flagged)+" "+name, fmt.Sprint(c.ObjSize),
+				tb.Add(mark(c.Flagged)+" "+name, fmt.Sprint(c.ObjSize),
 					formatCount(int64(c.LastObjs)-int64(c.FirstObjs)), FormatBytes(c.First), FormatBytes(c.Last),
 					FormatDelta(float64(c.Last)-float64(c.First)), FormatRate(c.BytesPerSecond),
 					fmt.Sprintf("%.3f", c.Confidence), string(c.Verdict))
 			}
-			tb.write(&b, "")
+			tb.Write(&b, "")
 			if rep.More > 0 {
 				fmt.Fprintf(&b, "(%d more growing caches not shown)\n", rep.More)
 			}

@@ -1,28 +1,34 @@
-package proc
+// Package texttable lays out the plain-text tables of the sampling
+// reports (slab, proc, top).
+package texttable
 
 import (
 	"strings"
 	"unicode/utf8"
 )
 
-// table lays out rows of cells in columns: the first column left-aligned
+// Table lays out rows of cells in columns: the first column left-aligned
 // (names), the others right-aligned (numbers), two spaces apart.
-type table struct {
+type Table struct {
 	rows [][]string
 	left map[int]bool
 }
 
-func newTable(leftCols ...int) *table {
-	t := &table{left: map[int]bool{0: true}}
+// New returns a table whose first column and the columns listed are
+// left-aligned.
+func New(leftCols ...int) *Table {
+	t := &Table{left: map[int]bool{0: true}}
 	for _, c := range leftCols {
 		t.left[c] = true
 	}
 	return t
 }
 
-func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
+// Add appends a row.
+func (t *Table) Add(cells ...string) { t.rows = append(t.rows, cells) }
 
-func (t *table) write(b *strings.Builder, indent string) {
+// Write writes the table, each line after indent.
+func (t *Table) Write(b *strings.Builder, indent string) {
 	var width []int
 	for _, r := range t.rows {
 		for i, c := range r {
