@@ -62,9 +62,10 @@ func TestSigkillLosesAtMostOneInterval(t *testing.T) {
 		t.Errorf("a killed process's trace must say it was cut short: %+v", in.Stats)
 	}
 	// 1.5 s at one block per 50 ms is about 30 blocks; the last 100 ms
-	// (2 blocks) may be lost, and start-up takes a little.
-	if n := growBlocks(t, in); n < 24 || n > 31 {
-		t.Errorf("%d blocks in the trace of a process killed after 1.5 s, want 24..31", n)
+	// (2 blocks) may be lost, start-up takes a little, and a loaded
+	// machine stretches the sleeps.
+	if n := growBlocks(t, in); n < 20 || n > 31 {
+		t.Errorf("%d blocks in the trace of a process killed after 1.5 s, want 20..31", n)
 	}
 }
 
