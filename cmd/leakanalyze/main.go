@@ -59,7 +59,11 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	if c, ok := commands["analyze"]; ok && (strings.HasPrefix(args[0], "-") || fileExists(args[0])) {
 		return c.run(args, stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "leakanalyze: unknown command or missing file %q\n", args[0])
+	if strings.ContainsAny(args[0], "/.") {
+		fmt.Fprintf(stderr, "leakanalyze: %s: no such file\n", args[0])
+	} else {
+		fmt.Fprintf(stderr, "leakanalyze: %s: no such command or file (see leakanalyze --help)\n", args[0])
+	}
 	return exitBadInput
 }
 
