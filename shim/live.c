@@ -14,7 +14,7 @@
 
 #include "live.h"
 
-#define SHARD_BITS 8
+#define SHARD_BITS 6
 #define NSHARDS (1u << SHARD_BITS)
 #define TOMB ((uintptr_t)1)
 
@@ -70,7 +70,7 @@ HIDDEN void live_unmap(void *p, size_t n) { raw_unmap(p, n); }
 
 // grow rehashes a shard into a table twice the live size (at least 1024).
 static int grow(struct shard *s) {
-	uint32_t cap = 1024;
+	uint32_t cap = 64; // small: 256 shards of mostly few blocks must stay in cache
 	while (cap < s->live * 4)
 		cap *= 2;
 	struct lt_ent *t = raw_map((size_t)cap * sizeof *t);
