@@ -287,14 +287,8 @@ func AnalyzeTop(run *TopRun, opt Options) TopReport {
 	}
 	sort.SliceStable(rep.Ranked, func(i, j int) bool {
 		a, b := rep.Ranked[i], rep.Ranked[j]
-		if a.Flagged != b.Flagged {
-			return a.Flagged
-		}
-		if a.BytesPerSecond != b.BytesPerSecond {
-			return a.BytesPerSecond > b.BytesPerSecond
-		}
-		if da, db := int64(a.Last)-int64(a.First), int64(b.Last)-int64(b.First); da != db {
-			return da > db
+		if c := trend.Compare(a.Flagged, a.BytesPerSecond, a.First, a.Last, b.Flagged, b.BytesPerSecond, b.First, b.Last); c != 0 {
+			return c < 0
 		}
 		return a.Pid < b.Pid
 	})

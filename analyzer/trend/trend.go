@@ -378,3 +378,29 @@ func median(v []float64) float64 {
 	}
 	return (v[m-1] + v[m]) / 2
 }
+
+// Compare orders growth findings the way every report lists them: flagged
+// first, then the faster grower, then the larger total growth. It returns
+// a negative number when a goes first, positive when b does, 0 for a tie.
+func Compare(aFlagged bool, aRate float64, aFirst, aLast uint64, bFlagged bool, bRate float64, bFirst, bLast uint64) int {
+	switch {
+	case aFlagged != bFlagged:
+		if aFlagged {
+			return -1
+		}
+		return 1
+	case aRate != bRate:
+		if aRate > bRate {
+			return -1
+		}
+		return 1
+	}
+	da, db := int64(aLast)-int64(aFirst), int64(bLast)-int64(bFirst)
+	switch {
+	case da > db:
+		return -1
+	case da < db:
+		return 1
+	}
+	return 0
+}
