@@ -547,9 +547,25 @@ int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *
 	s->tracer = ours;
 	// Our own threads' TLS and stacks are allocated inside pthread_create
 	// (ld.so's _dl_allocate_tls calls malloc): keep them out of the trace.
+	// They also start with every asynchronous signal blocked (and the Go
+	// runtime keeps the mask its first thread started with): a signal
+	// the kernel gave one of our threads would run the program's handler
+	// there instead of interrupting the program's own system call, and a
+	// signal the program blocks everywhere to sigwait for would meet its
+	// default action on ours.
+	sigset_t async, old;
+	if (ours) {
+		sigfillset(&async);
+		static const int sync_sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS};
+		for (unsigned i = 0; i < sizeof sync_sigs / sizeof sync_sigs[0]; i++)
+			sigdelset(&async, sync_sigs[i]);
+		pthread_sigmask(SIG_BLOCK, &async, &old);
+	}
 	t_guard += ours;
 	int rc = real.pthread_create(th, attr, thread_start, s);
 	t_guard -= ours;
+	if (ours)
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
 		t_guard++;
 		real.free(s);

@@ -413,7 +413,9 @@ func TestLiveSteady(t *testing.T) {
 		t.Fatalf("a steady process flagged: %+v", rep)
 	}
 	for _, m := range rep.Metrics {
-		if m.Verdict == trend.Growing {
+		// PSS divides shared pages among the processes mapping them, so it
+		// moves when other processes start or end: not this one's growth.
+		if m.Verdict == trend.Growing && m.Name != "pss" {
 			t.Errorf("%s grows: %+v", m.Name, m)
 		}
 	}

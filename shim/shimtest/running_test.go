@@ -130,3 +130,31 @@ func TestScanInterval(t *testing.T) {
 		}
 	}
 }
+
+// A program that blocks SIGTERM everywhere and sigwaits for it must get
+// it: the tracer's own threads must not take the signal (whose default
+// action would end the process).
+func TestSigwaitGetsTheSignal(t *testing.T) {
+	bin := testutil.Program(t, "sigwait.c")
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "LD_PRELOAD="+testutil.Shim(t), "LEAK_OUT="+t.TempDir())
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(out)
+	if line, _ := r.ReadString('\n'); line != "ready\n" {
+		cmd.Process.Kill()
+		t.Fatalf("first line %q", line)
+	}
+	time.Sleep(300 * time.Millisecond) // the tracer's threads are all up
+	cmd.Process.Signal(syscall.SIGTERM)
+	line, _ := r.ReadString('\n')
+	err = cmd.Wait()
+	if line != "got=15\n" || err != nil {
+		t.Errorf("after SIGTERM: printed %q, wait: %v (want got=15 and exit 0)", line, err)
+	}
+}
