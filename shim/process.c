@@ -389,7 +389,15 @@ HIDDEN void finish(int reason, int status) {
 	// data, cached thread stacks, the exception pool), recording the frees.
 	// Only on exit(), whose next step flushes stdio anyway, and only when
 	// no other thread of the program could still use what is released.
-	if (reason == END_EXIT && cfg.scan && cfg.freeres && live_other_threads() == 0) {
+	// A thread that was just joined can still be finishing in the kernel:
+	// give such threads a few milliseconds before deciding.
+	int others = reason == END_EXIT && cfg.scan && cfg.freeres ? live_other_threads() : 1;
+	for (int i = 0; i < 10 && others > 0 && reason == END_EXIT && cfg.scan && cfg.freeres; i++) {
+		struct timespec ms = {0, 1000000};
+		nanosleep(&ms, NULL);
+		others = live_other_threads();
+	}
+	if (reason == END_EXIT && cfg.scan && cfg.freeres && others == 0) {
 		void (*fns[2])(void) = {dlsym(RTLD_DEFAULT, "_ZN9__gnu_cxx9__freeresEv"), dlsym(RTLD_DEFAULT, "__libc_freeres")};
 		in_freeres = 1;
 		for (int i = 0; i < 2; i++)
