@@ -4,76 +4,85 @@ import "libleak/analyzer/event"
 
 // pipe runs the replay on its own goroutine: decoding (decompression and
 // varints) and replay (table lookups) take about equal time, so on two
-// cores a trace is read in about half the time. Items keep their order.
+// cores a trace is read in less time. A batch carries events in one slice
+// and the rare other records beside them, each with the number of events
+// that came before it, so order is kept and pushing an event is one copy.
 type pipe struct {
-	h     event.Handler
-	batch []item
-	ch    chan []item
-	free  chan []item
-	done  chan struct{}
+	h    event.Handler
+	cur  *batch
+	ch   chan *batch
+	free chan *batch
+	done chan struct{}
 }
 
-type item struct {
-	ev   event.Event
-	kind uint8 // 0 event, 1 stack, 2 module, 3 header, 4 scan
+type batch struct {
+	evs []event.Event
+	ctl []ctl
+}
+
+type ctl struct {
+	at   int   // events of the batch before this record
+	kind uint8 // 1 stack, 2 module, 3 header, 4 scan
+	id   uint64
 	pcs  []uint64
 	mod  *event.Module
-	hdr  event.Header
+	hdr  *event.Header
 	scan *event.Scan
 }
 
-const pipeBatch = 4096
+const pipeBatch = 8192
 
 func newPipe(h event.Handler) *pipe {
-	p := &pipe{h: h, ch: make(chan []item, 4), free: make(chan []item, 6), done: make(chan struct{})}
+	p := &pipe{h: h, ch: make(chan *batch, 4), free: make(chan *batch, 6), done: make(chan struct{})}
 	go func() {
 		for b := range p.ch {
-			for i := range b {
-				it := &b[i]
-				switch it.kind {
-				case 0:
-					h.Event(&it.ev)
-				case 1:
-					h.Stack(it.ev.Stack, it.pcs)
-				case 2:
-					h.Module(it.mod)
-				case 3:
-					h.Header(&it.hdr)
-				case 4:
-					if sh, ok := h.(event.ScanHandler); ok {
-						sh.Scan(it.scan)
-					}
+			c := 0
+			for i := range b.evs {
+				for ; c < len(b.ctl) && b.ctl[c].at == i; c++ {
+					p.control(&b.ctl[c])
 				}
-				it.pcs, it.mod, it.scan = nil, nil, nil
+				h.Event(&b.evs[i])
 			}
+			for ; c < len(b.ctl); c++ {
+				p.control(&b.ctl[c])
+			}
+			b.evs, b.ctl = b.evs[:0], b.ctl[:0]
 			select {
-			case p.free <- b[:0]:
+			case p.free <- b:
 			default:
 			}
 		}
 		close(p.done)
 	}()
-	p.batch = make([]item, 0, pipeBatch)
+	p.cur = &batch{evs: make([]event.Event, 0, pipeBatch)}
 	return p
 }
 
-func (p *pipe) push(it item) {
-	p.batch = append(p.batch, it)
-	if len(p.batch) == pipeBatch {
-		p.flush()
+func (p *pipe) control(c *ctl) {
+	switch c.kind {
+	case 1:
+		p.h.Stack(c.id, c.pcs)
+	case 2:
+		p.h.Module(c.mod)
+	case 3:
+		p.h.Header(c.hdr)
+	case 4:
+		if sh, ok := p.h.(event.ScanHandler); ok {
+			sh.Scan(c.scan)
+		}
 	}
+	*c = ctl{}
 }
 
 func (p *pipe) flush() {
-	if len(p.batch) == 0 {
+	if len(p.cur.evs) == 0 && len(p.cur.ctl) == 0 {
 		return
 	}
-	p.ch <- p.batch
+	p.ch <- p.cur
 	select {
-	case b := <-p.free:
-		p.batch = b
+	case p.cur = <-p.free:
 	default:
-		p.batch = make([]item, 0, pipeBatch)
+		p.cur = &batch{evs: make([]event.Event, 0, pipeBatch)}
 	}
 }
 
@@ -84,10 +93,24 @@ func (p *pipe) close() {
 	<-p.done
 }
 
-func (p *pipe) Event(e *event.Event) { p.push(item{ev: *e}) }
-func (p *pipe) Stack(id uint64, pcs []uint64) {
-	p.push(item{kind: 1, ev: event.Event{Stack: id}, pcs: append([]uint64(nil), pcs...)})
+func (p *pipe) Event(e *event.Event) {
+	p.cur.evs = append(p.cur.evs, *e)
+	if len(p.cur.evs) == pipeBatch {
+		p.flush()
+	}
 }
-func (p *pipe) Module(m *event.Module) { p.push(item{kind: 2, mod: m}) }
-func (p *pipe) Header(h *event.Header) { p.push(item{kind: 3, hdr: *h}) }
-func (p *pipe) Scan(s *event.Scan)     { p.push(item{kind: 4, scan: s}) }
+
+func (p *pipe) push(c ctl) {
+	c.at = len(p.cur.evs)
+	p.cur.ctl = append(p.cur.ctl, c)
+}
+
+func (p *pipe) Stack(id uint64, pcs []uint64) {
+	p.push(ctl{kind: 1, id: id, pcs: append([]uint64(nil), pcs...)})
+}
+func (p *pipe) Module(m *event.Module) { p.push(ctl{kind: 2, mod: m}) }
+func (p *pipe) Header(h *event.Header) {
+	c := *h
+	p.push(ctl{kind: 3, hdr: &c})
+}
+func (p *pipe) Scan(s *event.Scan) { p.push(ctl{kind: 4, scan: s}) }
