@@ -56,6 +56,10 @@ static void *raw_map(size_t n) {
 	void *p = real.mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED)
 		return NULL;
+	// The scan's arrays for a big heap run to hundreds of MiB: huge pages
+	// take a fault per 2 MiB instead of per 4 KiB.
+	if (n >= (8u << 20))
+		madvise(p, n, MADV_HUGEPAGE);
 	tracer_region_add(p, n);
 	return p;
 }
@@ -71,7 +75,7 @@ HIDDEN void live_unmap(void *p, size_t n) { raw_unmap(p, n); }
 // grow rehashes a shard into a table twice the live size (at least 1024).
 static int grow(struct shard *s) {
 	uint32_t cap = 64; // small: 256 shards of mostly few blocks must stay in cache
-	while (cap < s->live * 4)
+	while (cap < s->live * 2)
 		cap *= 2;
 	struct lt_ent *t = raw_map((size_t)cap * sizeof *t);
 	if (!t)
