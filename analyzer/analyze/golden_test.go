@@ -2,7 +2,6 @@ package analyze_test
 
 import (
 	"bytes"
-	"flag"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,8 +14,6 @@ import (
 	"libleak/analyzer/symbolize"
 	"libleak/internal/testutil"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files")
 
 // trace runs a test program under libleak and returns its trace.
 func trace(t *testing.T, src string, args ...string) string {
@@ -76,24 +73,6 @@ func stable(rep *report.Report) *report.Report {
 	return out
 }
 
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file:\n--- got\n%s\n--- want\n%s", name, got, want)
-	}
-}
-
 func TestGoldenReports(t *testing.T) {
 	sym := symbolize.New(symbolize.Options{Demangle: true})
 	for _, c := range []struct {
@@ -123,8 +102,8 @@ func TestGoldenReports(t *testing.T) {
 				t.Fatal(err)
 			}
 			base := strings.TrimSuffix(strings.TrimSuffix(c.src, ".cc"), ".c")
-			golden(t, base+".txt", text.Bytes())
-			golden(t, base+".json", js.Bytes())
+			testutil.Golden(t, base+".txt", text.Bytes())
+			testutil.Golden(t, base+".json", js.Bytes())
 		})
 	}
 }

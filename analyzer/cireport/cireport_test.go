@@ -4,17 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"encoding/xml"
-	"flag"
 	"io"
-	"os"
-	"path/filepath"
+	"libleak/internal/testutil"
 	"strings"
 	"testing"
 
 	"libleak/analyzer/report"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 const root = "/work/proj"
 
@@ -89,30 +85,12 @@ func sample() *report.Report {
 	}
 }
 
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	p := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(p, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the golden file; run go test -update and review the diff\ngot:\n%s", name, got)
-	}
-}
-
 func TestJUnitGolden(t *testing.T) {
 	var buf bytes.Buffer
 	if err := WriteJUnit(&buf, sample(), "leaks"); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "report.junit.xml", buf.Bytes())
+	testutil.Golden(t, "report.junit.xml", buf.Bytes())
 
 	var doc junitSuites
 	if err := xml.Unmarshal(buf.Bytes(), &doc); err != nil {
@@ -172,7 +150,7 @@ func TestSARIFGolden(t *testing.T) {
 	if err := WriteSARIF(&buf, sample(), "1.2.3", root); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "report.sarif", buf.Bytes())
+	testutil.Golden(t, "report.sarif", buf.Bytes())
 
 	var log map[string]any
 	if err := json.Unmarshal(buf.Bytes(), &log); err != nil {
@@ -259,7 +237,7 @@ func TestGitHubGolden(t *testing.T) {
 	if err := WriteGitHubAnnotations(&buf, sample(), root); err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "report.github.txt", buf.Bytes())
+	testutil.Golden(t, "report.github.txt", buf.Bytes())
 
 	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
 	if len(lines) != 9 {

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
+	"libleak/internal/testutil"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -12,8 +12,6 @@ import (
 	"syscall"
 	"testing"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
 func parseFile(t *testing.T, name string) []Object {
 	t.Helper()
@@ -27,25 +25,6 @@ func parseFile(t *testing.T, name string) []Object {
 		t.Fatalf("%s: %v", name, err)
 	}
 	return objs
-}
-
-// golden compares got with testdata/<name>, or rewrites it under -update.
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the output:\n--- got\n%s\n--- want\n%s", path, got, want)
-	}
 }
 
 var bootStack = []string{"acpi_init", "do_one_initcall", "kernel_init_freeable", "kernel_init", "ret_from_fork"}
@@ -186,7 +165,7 @@ func TestFixtureGolden(t *testing.T) {
 			if err := WriteText(&b, GroupObjects(parseFile(t, fx.file), 0), 0); err != nil {
 				t.Fatal(err)
 			}
-			golden(t, strings.TrimSuffix(fx.file, ".txt")+".golden", b.Bytes())
+			testutil.Golden(t, strings.TrimSuffix(fx.file, ".txt")+".golden", b.Bytes())
 		})
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,26 +17,6 @@ import (
 	"libleak/analyzer/trend"
 	"libleak/internal/testutil"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the output:\n--- got\n%s\n--- want\n%s", path, got, want)
-	}
-}
 
 func TestParseFixtures(t *testing.T) {
 	data, _ := os.ReadFile("testdata/status.txt")
@@ -219,10 +198,10 @@ func TestProcessReport(t *testing.T) {
 	}
 	var b bytes.Buffer
 	WriteProcessText(&b, rep)
-	golden(t, "process.golden", b.Bytes())
+	testutil.Golden(t, "process.golden", b.Bytes())
 	b.Reset()
 	WriteJSON(&b, rep)
-	golden(t, "process.json.golden", b.Bytes())
+	testutil.Golden(t, "process.json.golden", b.Bytes())
 
 	// Top 1 keeps the fastest.
 	rep = AnalyzeProcess(synthRun(), Options{MinGrowth: DefaultMinGrowth, Top: 1})
@@ -322,10 +301,10 @@ func TestTopReport(t *testing.T) {
 	}
 	var b bytes.Buffer
 	WriteTopText(&b, rep)
-	golden(t, "top.golden", b.Bytes())
+	testutil.Golden(t, "top.golden", b.Bytes())
 	b.Reset()
 	WriteJSON(&b, rep)
-	golden(t, "top.json.golden", b.Bytes())
+	testutil.Golden(t, "top.json.golden", b.Bytes())
 }
 
 // startProgram runs a test program and waits until it says it is ready.

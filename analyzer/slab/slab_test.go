@@ -5,8 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"io/fs"
+	"libleak/internal/testutil"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -15,26 +15,6 @@ import (
 
 	"libleak/analyzer/trend"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from the output:\n--- got\n%s\n--- want\n%s", path, got, want)
-	}
-}
 
 func readFiles(t *testing.T, interval time.Duration, names ...string) []Sample {
 	t.Helper()
@@ -124,10 +104,10 @@ func TestRecordingSeries(t *testing.T) {
 
 	var b bytes.Buffer
 	WriteText(&b, rep)
-	golden(t, "recording.golden", b.Bytes())
+	testutil.Golden(t, "recording.golden", b.Bytes())
 	b.Reset()
 	WriteJSON(&b, rep)
-	golden(t, "recording.json.golden", b.Bytes())
+	testutil.Golden(t, "recording.json.golden", b.Bytes())
 }
 
 func TestPlainCopies(t *testing.T) {
@@ -150,7 +130,7 @@ func TestPlainCopies(t *testing.T) {
 	}
 	var b bytes.Buffer
 	WriteText(&b, rep)
-	golden(t, "plain.golden", b.Bytes())
+	testutil.Golden(t, "plain.golden", b.Bytes())
 
 	// The same copies concatenated into one stream are the same samples.
 	var cat bytes.Buffer
