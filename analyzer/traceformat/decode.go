@@ -116,6 +116,7 @@ type decoder struct {
 	mark     uint64 // this frame's drain mark, ns
 	prevMark uint64
 	complete uint64 // events older than this are all in this frame or earlier
+	scans    []*event.Scan // read, waiting for the events older than them
 
 	name        string
 	h           event.Handler
@@ -402,10 +403,10 @@ func (d *decoder) process(p []byte) error {
 				}
 				sc.Verdicts = append(sc.Verdicts, v)
 			}
-			if sh, ok := d.h.(event.ScanHandler); ok && b.err == nil {
-				// Events before the scan come first.
-				d.release(^uint64(0))
-				sh.Scan(sc)
+			if _, ok := d.h.(event.ScanHandler); ok && b.err == nil {
+				// Handed on in time order with the events: those older
+				// than the scan may still be in pieces not read yet.
+				d.scans = append(d.scans, sc)
 			}
 		default:
 			return fmt.Errorf("unknown process record 0x%02x", tag)
@@ -549,12 +550,21 @@ func (d *decoder) release(limit uint64) {
 				}
 			}
 		}
+		if len(d.scans) > 0 && d.scans[0].Time < limit && (best < 0 || d.scans[0].Time <= bt) {
+			d.h.(event.ScanHandler).Scan(d.scans[0])
+			d.scans = d.scans[1:]
+			continue
+		}
 		if best < 0 {
 			break
 		}
 		r := d.runs[best]
-		// Take the run's events up to the next head of another run.
+		// Take the run's events up to the next head of another run (or
+		// the next scan).
 		next := limit
+		if len(d.scans) > 0 && d.scans[0].Time-1 < next {
+			next = d.scans[0].Time - 1
+		}
 		for i, o := range d.runs {
 			if i != best && o.pos < len(o.ev) && o.ev[o.pos].Time < next {
 				next = o.ev[o.pos].Time

@@ -119,3 +119,38 @@ func FuzzDecode(f *testing.F) {
 		Decode(bytes.NewReader(append(fileHeader(), frame(b)...)), "fuzz", &nop{})
 	})
 }
+
+// order records what a decode delivers, in the order delivered.
+type order struct {
+	nop
+	seq []string
+}
+
+func (o *order) Event(e *event.Event) { o.seq = append(o.seq, e.Kind.String()) }
+func (o *order) Scan(s *event.Scan)   { o.seq = append(o.seq, "scan") }
+
+// An exit scan's record travels with the process records, first in the
+// last frame; thread pieces later in that frame can still hold events
+// older than it. The scan must come after those and before newer ones.
+func TestDecodeScanInTimeOrder(t *testing.T) {
+	th := []byte{recReset}
+	th = append(th, uv(77, 10)...)
+	th = append(th, recEvent+1) // malloc at 11
+	th = append(th, uv(1, (0x1000>>4)<<1, 32, 0)...)
+	th = append(th, recEvent+5) // free at 60
+	th = append(th, uv(49, (0x1000>>4)<<1)...)
+	proc := []byte{recFrame}
+	proc = append(proc, uv(100)...)
+	proc = append(proc, recScan)
+	proc = append(proc, uv(50, 1, 0, 0)...) // time, blocks, content bytes, no verdicts
+	proc = append(proc, recEnd)
+	proc = append(proc, uv(100, EndExit, 0, 0)...)
+	payload := append(piece(0, proc), piece(1, th)...)
+	var o order
+	if _, err := Decode(bytes.NewReader(append(fileHeader(), frame(payload)...)), "scan", &o); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(o.seq, " "); got != "alloc scan free" {
+		t.Errorf("delivered %q, want %q", got, "alloc scan free")
+	}
+}
