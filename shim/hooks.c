@@ -181,6 +181,13 @@ static void *boot_realloc(void *old, size_t n) {
 	return p;
 }
 
+// rec_failed undoes a failed realloc's bookkeeping: the old block lives on.
+static void rec_failed(void *old, long oldsize) {
+	rec_cancel();
+	if (oldsize >= 0)
+		live_add(old, (size_t)oldsize);
+}
+
 void *realloc(void *old, size_t n) {
 	if (UNLIKELY(!real.realloc)) {
 		hooks_init();
@@ -192,23 +199,23 @@ void *realloc(void *old, size_t n) {
 	if (!recording(RA)) {
 		if (!tracer_tls(RA))
 			return real.realloc(old, n);
-		uint64_t t0 = now_units();
+		uint64_t t0 = rec_time_before();
 		long oldsize = old && live_enabled ? live_del(old) : -1;
 		void *p = real.realloc(old, n);
 		if (p != NULL || (old != NULL && n == 0))
 			rec_realloc(OP_REALLOC, old, p, n, t0, 0);
-		else if (oldsize >= 0)
-			live_add(old, (size_t)oldsize);
+		else
+			rec_failed(old, oldsize);
 		return p;
 	}
-	uint64_t t0 = now_units();
+	uint64_t t0 = rec_time_before();
 	long oldsize = old && live_enabled ? live_del(old) : -1;
 	void *p = real.realloc(old, n);
 	// realloc(p, 0) frees p and returns NULL; a failed realloc keeps p.
 	if (p != NULL || (old != NULL && n == 0))
 		rec_realloc(OP_REALLOC, old, p, n, t0, 1);
-	else if (oldsize >= 0)
-		live_add(old, (size_t)oldsize);
+	else
+		rec_failed(old, oldsize);
 	return p;
 }
 
@@ -223,13 +230,13 @@ void *reallocarray(void *old, size_t n, size_t size) {
 	}
 	if (!recording(RA))
 		return real_reallocarray(old, n, size);
-	uint64_t t0 = now_units();
+	uint64_t t0 = rec_time_before();
 	long oldsize = old && live_enabled ? live_del(old) : -1;
 	void *p = real_reallocarray(old, n, size);
 	if (p != NULL || (old != NULL && n * size == 0))
 		rec_realloc(OP_REALLOCARRAY, old, p, n * size, t0, 1);
-	else if (oldsize >= 0)
-		live_add(old, (size_t)oldsize);
+	else
+		rec_failed(old, oldsize);
 	return p;
 }
 
@@ -242,10 +249,11 @@ void free(void *p) {
 		real.free(p);
 		return;
 	}
-	uint64_t t0 = now_units();
+	uint64_t t0 = rec_time_before();
 	if (live_enabled && live_del(p) < 0 && in_freeres) {
 		// glibc and libstdc++ releasing what they allocated before the
 		// tracer started: not the program's, and not an invalid free.
+		rec_cancel();
 		real.free(p);
 		return;
 	}
@@ -353,7 +361,7 @@ static void delete_fallback(void *p) { free(p); }
 			realfn args;                                          \
 			return;                                               \
 		}                                                             \
-		uint64_t t0 = now_units();                                    \
+		uint64_t t0 = rec_time_before();                                    \
 		if (live_enabled)                                             \
 			live_del(p);                                          \
 		t_cxx++;                                                      \
@@ -431,12 +439,14 @@ int munmap(void *addr, size_t len) {
 			tracer_region_del(addr, len);
 		return real.munmap(addr, len);
 	}
-	uint64_t t0 = now_units();
+	uint64_t t0 = rec_time_before();
 	if (live_enabled)
 		live_map_del(addr, len);
 	int rc = real.munmap(addr, len);
 	if (rc == 0)
 		rec_munmap(addr, len, t0);
+	else
+		rec_cancel();
 	return rc;
 }
 
@@ -452,7 +462,7 @@ void *mremap(void *old, size_t oldlen, size_t len, int flags, ...) {
 		hooks_init();
 	if (!recording(RA))
 		return real.mremap(old, oldlen, len, flags, target);
-	uint64_t t0 = now_units();
+	uint64_t t0 = rec_time_before();
 	void *p = real.mremap(old, oldlen, len, flags, target);
 	if (p != MAP_FAILED) {
 		if (live_enabled) {
@@ -460,6 +470,8 @@ void *mremap(void *old, size_t oldlen, size_t len, int flags, ...) {
 			live_map_add(p, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
 		}
 		rec_mremap(old, oldlen, p, len, t0);
+	} else {
+		rec_cancel();
 	}
 	return p;
 }

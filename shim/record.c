@@ -21,6 +21,7 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/membarrier.h>
 
 #include "live.h"
 
@@ -54,7 +55,8 @@ struct tstate {
 	uint32_t slot;     // stream id in the file (1..)
 	int in_use;
 	pid_t tid;
-	uint64_t last_t; // delta state within the current buffer
+	uint64_t last_t; // time of the last record (the delta base)
+	uint64_t pending;  // atomic: last_t + 1 while an event is between its time and its commit
 	uint64_t dropped;  // events lost since the last buffer
 	uint32_t seen_commit; // drainer only: committed at the last check
 	int idle_checks;
@@ -138,12 +140,15 @@ static void put_free(struct buf *b) {
 }
 
 // start_buf writes the record that opens every buffer: who writes and the
-// absolute time, so a buffer decodes without the ones before it.
+// absolute time, so a buffer decodes without the ones before it. That time
+// is the thread's last record's, not the clock's: the event that needed
+// this buffer may have taken its time before, and a record's time must
+// never be moved later (a free would land after the next allocation of
+// its address on another thread).
 static void start_buf(struct tstate *s, struct buf *b) {
 	uint8_t *p = b->data;
 	b->next = NULL;
 	b->owner = s;
-	s->last_t = now_units();
 	b->t_start = s->last_t;
 	*p++ = REC_RESET;
 	p = put_varint(p, (uint64_t)s->tid);
@@ -233,6 +238,8 @@ static struct tstate *new_state(void) {
 		s->dropped = 0;
 		s->seen_commit = 0;
 		s->idle_checks = 0;
+		s->pending = 0;
+		s->last_t = now_units();
 		s->tid = (pid_t)syscall(SYS_gettid);
 	}
 	pthread_mutex_unlock(&pool_mu);
@@ -308,10 +315,55 @@ static inline uint8_t *put_stack(struct tstate *s, uint8_t *p, const uintptr_t *
 
 // ---- events -------------------------------------------------------------------
 
+// ---- events in flight ----------------------------------------------------------
+// An event's time is taken before its record is committed, sometimes long
+// before (a free takes it before calling the allocator; a thread can be
+// preempted in between). A drain that does not see the record yet must
+// not let the decoder hand on events newer than it: the thread says
+// "pending" before it takes a time, and the drain lowers the frame's
+// COMPLETE time to the thread's last record's time, a lower bound of the
+// pending one's (a thread's times never decrease).
+//
+// The thread's store needs no fence: the drain issues a process-wide
+// barrier (membarrier) after taking its mark, so a thread whose time can
+// be older than the mark has its store seen. Without membarrier the hot
+// path fences instead.
+
+static int barrier_ok;
+
+HIDDEN void rec_barrier_init(void) {
+	barrier_ok = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
+
+static inline struct tstate *announce(void) {
+	struct tstate *s = t_state;
+	if (UNLIKELY(!s)) {
+		int saved = errno;
+		s = t_state = new_state();
+		errno = saved;
+		if (!s)
+			return NULL;
+	}
+	__atomic_store_n(&s->pending, s->last_t + 1, __ATOMIC_RELAXED);
+	if (UNLIKELY(!barrier_ok))
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	return s;
+}
+
+HIDDEN uint64_t rec_time_before(void) {
+	announce();
+	return now_units();
+}
+
+HIDDEN void rec_cancel(void) {
+	if (t_state)
+		__atomic_store_n(&t_state->pending, 0, __ATOMIC_RELEASE);
+}
+
 #define BEGIN_EVENT(size)                                                     \
 	int saved_errno_ = errno;                                             \
 	t_guard++;                                                            \
-	struct tstate *s;                                                     \
+	struct tstate *s = NULL;                                              \
 	uint8_t *p = reserve(&s, (size));                                     \
 	if (UNLIKELY(!p))                                                     \
 		goto out_;
@@ -319,6 +371,8 @@ static inline uint8_t *put_stack(struct tstate *s, uint8_t *p, const uintptr_t *
 #define END_EVENT()                                                           \
 	commit(s, p);                                                         \
 	out_:                                                                 \
+	if (s)                                                                \
+		__atomic_store_n(&s->pending, 0, __ATOMIC_RELEASE);           \
 	t_guard--;                                                            \
 	errno = saved_errno_;
 
@@ -344,6 +398,7 @@ static inline uint8_t *put_addr(struct tstate *s, uint8_t *p, uint64_t a) {
 HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
 	uintptr_t pcs[MAX_DEPTH];
 	int n = 0;
+	announce();
 	if (live_enabled)
 		live_add(ptr, size);
 	if (with_stack) {
@@ -376,6 +431,7 @@ HIDDEN void rec_free(int op, void *ptr, uint64_t t_before) {
 HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_before, int with_stack) {
 	uintptr_t pcs[MAX_DEPTH];
 	int n = 0;
+	announce();
 	with_stack = with_stack && ptr;
 	if (with_stack) {
 		int saved = errno;
@@ -403,6 +459,7 @@ HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_be
 
 HIDDEN void rec_mmap(void *ptr, size_t len, int prot, int flags) {
 	uintptr_t pcs[MAX_DEPTH];
+	announce();
 	int saved = errno;
 	t_guard++;
 	int n = unwind_capture(pcs, cfg.depth);
@@ -567,6 +624,11 @@ HIDDEN size_t drain_collect(int final, const uint8_t **res) {
 	// next frame writes first): the decoder orders events across threads
 	// with these marks.
 	uint64_t mark_time = now_units();
+	if (barrier_ok)
+		syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+	else
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	uint64_t complete = mark_time;
 
 	// At most MAX_DRAIN buffers a frame keeps frames, and the decoder's
 	// window, small; the rest waits in the queue, in order.
@@ -617,6 +679,11 @@ HIDDEN size_t drain_collect(int final, const uint8_t **res) {
 		struct tstate *s = states[i];
 		if (!__atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE))
 			continue;
+		// Before `committed`: a pending flag seen cleared means its
+		// record is committed and copied below.
+		uint64_t pend = __atomic_load_n(&s->pending, __ATOMIC_ACQUIRE);
+		if (pend && pend - 1 < complete)
+			complete = pend - 1;
 		struct buf *b = __atomic_load_n(&s->cur, __ATOMIC_ACQUIRE);
 		if (__atomic_load_n(&s->handed, __ATOMIC_ACQUIRE) != s->written)
 			continue; // its queued buffers go first, next time
@@ -624,12 +691,19 @@ HIDDEN size_t drain_collect(int final, const uint8_t **res) {
 			continue;
 		uint32_t d = __atomic_load_n(&b->drained, __ATOMIC_ACQUIRE);
 		uint32_t c = __atomic_load_n(&b->committed, __ATOMIC_ACQUIRE);
-		if (d != CLAIMED && c > d) {
+		int claimed = d == CLAIMED;
+		if (!claimed && c > d) {
 			size_t mark = out_len;
 			out_piece(s->slot, b->data + d, c - d);
-			if (!__atomic_compare_exchange_n(&b->drained, &d, c, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+			if (!__atomic_compare_exchange_n(&b->drained, &d, c, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
 				out_len = mark; // the owner claimed it meanwhile: it hands those bytes off
+				claimed = 1;
+			}
 		}
+		// A claimed buffer is on its way to the queue, maybe not there
+		// yet when the queue is looked at below: its events come later.
+		if (claimed && b->t_start < complete)
+			complete = b->t_start;
 		// A thread that stays quiet may have exited: free its slot once
 		// the kernel says it is gone and everything it wrote is out.
 		if (c == s->seen_commit && !final && !leak_c_writer) {
@@ -651,7 +725,6 @@ HIDDEN size_t drain_collect(int final, const uint8_t **res) {
 	// Buffers still queued hold events the next frames bring: the decoder
 	// may only hand on events older than the oldest of them.
 	pthread_mutex_lock(&pool_mu);
-	uint64_t complete = mark_time;
 	for (struct buf *b = queue_head; b; b = b->next)
 		if (b->t_start < complete)
 			complete = b->t_start;
