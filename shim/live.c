@@ -16,11 +16,10 @@
 
 #define SHARD_BITS 6
 #define NSHARDS (1u << SHARD_BITS)
-#define TOMB ((uintptr_t)1)
 
 struct shard {
 	int lock;
-	uint32_t cap, used, live; // used counts tombstones too
+	uint32_t cap, live;
 	struct lt_ent *tab;
 } __attribute__((aligned(64)));
 
@@ -72,9 +71,9 @@ static void raw_unmap(void *p, size_t n) {
 HIDDEN void *live_map(size_t n) { return raw_map(n); }
 HIDDEN void live_unmap(void *p, size_t n) { raw_unmap(p, n); }
 
-// grow rehashes a shard into a table twice the live size (at least 1024).
+// grow rehashes a shard into a table twice its live blocks (at least 64).
 static int grow(struct shard *s) {
-	uint32_t cap = 64; // small: 256 shards of mostly few blocks must stay in cache
+	uint32_t cap = 64; // small: 64 shards of mostly few blocks must stay in cache
 	while (cap < s->live * 2)
 		cap *= 2;
 	struct lt_ent *t = raw_map((size_t)cap * sizeof *t);
@@ -82,7 +81,7 @@ static int grow(struct shard *s) {
 		return 0;
 	for (uint32_t i = 0; i < s->cap; i++) {
 		uintptr_t a = s->tab[i].addr;
-		if (a > TOMB) {
+		if (a) {
 			uint32_t j = (uint32_t)(mix(a) >> 20) & (cap - 1);
 			while (t[j].addr)
 				j = (j + 1) & (cap - 1);
@@ -93,7 +92,6 @@ static int grow(struct shard *s) {
 		raw_unmap(s->tab, (size_t)s->cap * sizeof *s->tab);
 	s->tab = t;
 	s->cap = cap;
-	s->used = s->live;
 	return 1;
 }
 
@@ -102,24 +100,28 @@ HIDDEN void live_add(void *p, size_t size) {
 	uint64_t h = mix(a);
 	struct shard *s = &shards[h >> (64 - SHARD_BITS)];
 	spin_lock(&s->lock);
-	if ((s->used + 1) * 4 > s->cap * 3 && !grow(s)) {
+	if ((s->live + 1) * 4 > s->cap * 3 && !grow(s)) {
 		spin_unlock(&s->lock);
 		live_lost++;
 		return;
 	}
 	uint32_t mask = s->cap - 1, j = (uint32_t)(h >> 20) & mask;
-	while (s->tab[j].addr > TOMB)
+	while (s->tab[j].addr)
 		j = (j + 1) & mask;
-	if (!s->tab[j].addr)
-		s->used++;
 	s->tab[j].addr = a;
 	s->tab[j].size = size;
 	s->live++;
 	spin_unlock(&s->lock);
 }
 
-// live_del removes a block and returns its size, or -1 when the block is
-// not in the table.
+// live_del removes a block and returns its size word (see LT_SIZE), or -1
+// when the block is not in the table.
+//
+// Deletion shifts later entries of the probe run back instead of leaving
+// a tombstone: a program that allocates and frees at a steady rate would
+// otherwise fill the table with tombstones and rehash it every few dozen
+// operations (an mmap and an munmap each time, with the TLB shootdowns
+// those cost the other threads).
 HIDDEN long live_del(void *p) {
 	uintptr_t a = (uintptr_t)p;
 	uint64_t h = mix(a);
@@ -131,8 +133,17 @@ HIDDEN long live_del(void *p) {
 		while (s->tab[j].addr) {
 			if (s->tab[j].addr == a) {
 				size = (long)s->tab[j].size;
-				s->tab[j].addr = TOMB;
 				s->live--;
+				// j is the hole; move back every later entry of the
+				// run whose home is not in (j, k].
+				for (uint32_t k = (j + 1) & mask; s->tab[k].addr; k = (k + 1) & mask) {
+					uint32_t home = (uint32_t)(mix(s->tab[k].addr) >> 20) & mask;
+					if (((k - home) & mask) >= ((k - j) & mask)) {
+						s->tab[j] = s->tab[k];
+						j = k;
+					}
+				}
+				s->tab[j].addr = 0;
 				break;
 			}
 			j = (j + 1) & mask;
@@ -170,7 +181,7 @@ HIDDEN size_t live_collect(struct lt_ent *out, size_t n) {
 	for (unsigned i = 0; i < NSHARDS; i++) {
 		struct shard *s = &shards[i];
 		for (uint32_t j = 0; j < s->cap && k < n; j++)
-			if (s->tab[j].addr > TOMB)
+			if (s->tab[j].addr)
 				out[k++] = s->tab[j];
 	}
 	return k;
