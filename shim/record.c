@@ -611,6 +611,119 @@ static void out_piece(uint32_t slot, const uint8_t *p, size_t n) {
 	out_append(p, n);
 }
 
+// ---- columns -------------------------------------------------------------------
+// A thread's records are written to the file split into four columns:
+// record tags with everything not listed below, event times, event
+// addresses, event sizes. zstd finds the repeats of each kind of field
+// among its own kind (a free's address repeats its allocation's; sizes
+// and times are small numbers of a few bytes' alphabet) far better than
+// in the interleaved stream: about a third smaller traces, and less for
+// the compressor to chew. The hot path writes records interleaved, as
+// they happen; the drain transposes each piece.
+
+enum { COL_REC, COL_TIME, COL_ADDR, COL_SIZE, NCOLS };
+
+static uint8_t *col_buf[NCOLS];
+static size_t col_cap;
+
+static inline const uint8_t *copy_varint(const uint8_t *p, const uint8_t *end, uint8_t **w) {
+	uint8_t *o = *w;
+	while (p < end && (*p & 0x80))
+		*o++ = *p++;
+	if (p < end)
+		*o++ = *p++;
+	*w = o;
+	return p;
+}
+
+// Field layout per op, one letter per field in record order: t time,
+// a address, s size, r record column (stack id, mmap flags).
+static const char *op_fields(int op) {
+	switch (op) {
+	case OP_FREE:
+	case OP_DELETE:
+	case OP_DELETE_ARRAY:
+		return "ta";
+	case OP_REALLOC:
+	case OP_REALLOCARRAY:
+		return "ttaasr";
+	case OP_MMAP:
+		return "tasrr";
+	case OP_MUNMAP:
+		return "tas";
+	case OP_MREMAP:
+		return "ttasasr";
+	default:
+		return "tasr";
+	}
+}
+
+// out_columns writes one thread piece as columns: uvarint lengths of the
+// first three, then the four columns.
+static void out_columns(uint32_t slot, const uint8_t *p, size_t n) {
+	if (col_cap < n) {
+		size_t cap = BUF_SIZE;
+		while (cap < n)
+			cap *= 2;
+		for (int c = 0; c < NCOLS; c++) {
+			if (col_buf[c])
+				live_unmap(col_buf[c], col_cap);
+			col_buf[c] = map(cap);
+			if (!col_buf[c]) {
+				for (int k = 0; k < c; k++)
+					live_unmap(col_buf[k], cap);
+				for (int k = 0; k < NCOLS; k++)
+					col_buf[k] = NULL;
+				col_cap = 0;
+				return; // out of memory: the piece is lost
+			}
+		}
+		col_cap = cap;
+	}
+	uint8_t *w[NCOLS];
+	for (int c = 0; c < NCOLS; c++)
+		w[c] = col_buf[c];
+	const uint8_t *end = p + n;
+	while (p < end) {
+		uint8_t tag = *p++;
+		*w[COL_REC]++ = tag;
+		if (tag == REC_RESET) {
+			p = copy_varint(p, end, &w[COL_REC]);
+			p = copy_varint(p, end, &w[COL_REC]);
+		} else if (tag == REC_STACK) {
+			p = copy_varint(p, end, &w[COL_REC]);
+			uint64_t depth = 0;
+			for (int sh = 0; p < end; sh += 7) {
+				uint8_t b = *p;
+				depth |= (uint64_t)(b & 0x7f) << sh;
+				*w[COL_REC]++ = *p++;
+				if (!(b & 0x80))
+					break;
+			}
+			for (uint64_t k = 0; k < depth && p < end; k++)
+				p = copy_varint(p, end, &w[COL_REC]);
+		} else if (tag == REC_DROPPED) {
+			p = copy_varint(p, end, &w[COL_REC]);
+		} else {
+			static const int col_of[128] = {['t'] = COL_TIME, ['a'] = COL_ADDR, ['s'] = COL_SIZE, ['r'] = COL_REC};
+			for (const char *f = op_fields(tag - REC_EVENT); *f; f++)
+				p = copy_varint(p, end, &w[col_of[(int)*f]]);
+		}
+	}
+	size_t len[NCOLS], total = 0;
+	uint8_t hdr[3 * 10], *h = hdr;
+	for (int c = 0; c < NCOLS; c++) {
+		len[c] = (size_t)(w[c] - col_buf[c]);
+		total += len[c];
+		if (c < NCOLS - 1)
+			h = put_varint(h, len[c]);
+	}
+	out_piece_hdr(slot, (size_t)(h - hdr) + total);
+	out_append(hdr, (size_t)(h - hdr));
+	for (int c = 0; c < NCOLS; c++)
+		out_append(col_buf[c], len[c]);
+}
+
 static int thread_gone(pid_t tid) {
 	return syscall(SYS_tgkill, leak_pid, tid, 0) != 0 && errno == ESRCH;
 }
@@ -667,7 +780,7 @@ HIDDEN size_t drain_collect(int final, const uint8_t **res) {
 		struct buf *b = full;
 		full = b->next;
 		if (b->end > b->start)
-			out_piece(b->owner->slot, b->data + b->start, b->end - b->start);
+			out_columns(b->owner->slot, b->data + b->start, b->end - b->start);
 		b->owner->written++;
 		pthread_mutex_lock(&pool_mu);
 		put_free(b);
@@ -694,7 +807,7 @@ HIDDEN size_t drain_collect(int final, const uint8_t **res) {
 		int claimed = d == CLAIMED;
 		if (!claimed && c > d) {
 			size_t mark = out_len;
-			out_piece(s->slot, b->data + d, c - d);
+			out_columns(s->slot, b->data + d, c - d);
 			if (!__atomic_compare_exchange_n(&b->drained, &d, c, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
 				out_len = mark; // the owner claimed it meanwhile: it hands those bytes off
 				claimed = 1;

@@ -21,8 +21,10 @@ import (
 // Magic starts every trace file.
 const Magic = "LIBLEAK\n"
 
-// Version is the newest trace format this package reads.
-const Version = 1
+// Version is the newest trace format this package reads. Version 1 (the
+// same, with each thread piece's records interleaved instead of in
+// columns) is read too.
+const Version = 2
 
 const (
 	recReset      = 0x01
@@ -115,9 +117,10 @@ type decoder struct {
 	free     []*run
 	mark     uint64 // this frame's drain mark, ns
 	prevMark uint64
-	complete uint64 // events older than this are all in this frame or earlier
+	complete uint64        // events older than this are all in this frame or earlier
 	scans    []*event.Scan // read, waiting for the events older than them
 
+	version     uint32
 	name        string
 	h           event.Handler
 	st          Stats
@@ -126,6 +129,7 @@ type decoder struct {
 	mods        map[[2]uint64]*event.Module
 	ev          event.Event
 	pcs         []uint64
+	cols        cols
 	pendingExec string
 }
 
@@ -145,8 +149,9 @@ func Decode(r io.Reader, name string, h event.Handler) (Stats, error) {
 		}
 		return d.st, &FormatError{name, "not a libleak trace (bad magic)"}
 	}
-	if v := binary.LittleEndian.Uint32(fh[8:]); v != Version {
-		return d.st, &FormatError{name, fmt.Sprintf("trace format version %d, this leakanalyze reads %d", v, Version)}
+	d.version = binary.LittleEndian.Uint32(fh[8:])
+	if d.version != 1 && d.version != Version {
+		return d.st, &FormatError{name, fmt.Sprintf("trace format version %d, this leakanalyze reads 1 to %d", d.version, Version)}
 	}
 	zd, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxFrame))
 	if err != nil {
@@ -415,8 +420,50 @@ func (d *decoder) process(p []byte) error {
 	return b.err
 }
 
+// cols reads a thread piece's columns (docs/trace-format.md): records,
+// times, addresses, sizes. In a version 1 piece the four are one stream.
+type cols struct {
+	rec, time, addr, size *buf
+	bufs                  [4]buf
+}
+
+func (c *cols) init(p []byte, columnar bool) error {
+	c.bufs[0] = buf{b: p}
+	if !columnar {
+		c.rec, c.time, c.addr, c.size = &c.bufs[0], &c.bufs[0], &c.bufs[0], &c.bufs[0]
+		return nil
+	}
+	h := &c.bufs[0]
+	var lens [3]uint64
+	for i := range lens {
+		lens[i] = h.uvarint()
+	}
+	rest := p[h.off:]
+	if h.err != nil || lens[0] > uint64(len(rest)) || lens[1] > uint64(len(rest))-lens[0] ||
+		lens[2] > uint64(len(rest))-lens[0]-lens[1] {
+		return errors.New("column lengths run past the end of their piece")
+	}
+	a, b, c2 := lens[0], lens[0]+lens[1], lens[0]+lens[1]+lens[2]
+	c.bufs = [4]buf{{b: rest[:a]}, {b: rest[a:b]}, {b: rest[b:c2]}, {b: rest[c2:]}}
+	c.rec, c.time, c.addr, c.size = &c.bufs[0], &c.bufs[1], &c.bufs[2], &c.bufs[3]
+	return nil
+}
+
+func (c *cols) err() error {
+	for i := range c.bufs {
+		if c.bufs[i].err != nil {
+			return c.bufs[i].err
+		}
+	}
+	return nil
+}
+
 func (d *decoder) thread(s *slotState, p []byte) error {
-	b := buf{b: p}
+	c := &d.cols
+	if err := c.init(p, d.version >= 2); err != nil {
+		return err
+	}
+	b := c.rec
 	e := &d.ev
 	for b.off < len(b.b) && b.err == nil {
 		tag := b.byte()
@@ -443,48 +490,52 @@ func (d *decoder) thread(s *slotState, p []byte) error {
 			d.st.Dropped += b.uvarint()
 		case tag > recEvent && tag <= recEvent+uint8(event.OpMremap):
 			*e = event.Event{Op: event.Op(tag - recEvent), Tid: s.tid}
-			if err := d.event(s, &b, e); err != nil {
-				return err
-			}
-			if b.err == nil {
+			d.event(s, c, e)
+			if c.err() == nil {
 				d.st.Events++
 				d.cur.ev = append(d.cur.ev, *e)
 			}
 		default:
 			return fmt.Errorf("unknown record 0x%02x", tag)
 		}
+		if err := c.err(); err != nil {
+			return err
+		}
 	}
-	return b.err
+	if c.time.off != len(c.time.b) || c.addr.off != len(c.addr.b) || c.size.off != len(c.size.b) {
+		return errors.New("columns longer than their records")
+	}
+	return nil
 }
 
-func (d *decoder) time(s *slotState, b *buf) uint64 {
-	s.lastT += b.uvarint()
+func (d *decoder) time(s *slotState, c *cols) uint64 {
+	s.lastT += c.time.uvarint()
 	return d.ns(s.lastT)
 }
 
-func (d *decoder) addr(s *slotState, b *buf) uint64 {
-	v := b.uvarint()
+func addr(c *cols) uint64 {
+	v := c.addr.uvarint()
 	if v&1 != 0 {
 		return v >> 1
 	}
 	return v >> 1 << 4
 }
 
-func (d *decoder) event(s *slotState, b *buf, e *event.Event) error {
+func (d *decoder) event(s *slotState, c *cols, e *event.Event) {
 	switch e.Op {
 	case event.OpFree, event.OpDelete, event.OpDeleteArray:
 		e.Kind = event.Free
-		e.Time = d.time(s, b)
-		e.Addr = d.addr(s, b)
+		e.Time = d.time(s, c)
+		e.Addr = addr(c)
 	case event.OpRealloc, event.OpReallocarray:
-		e.Time = d.time(s, b)
-		dt := b.uvarint()
+		e.Time = d.time(s, c)
+		dt := c.time.uvarint()
 		e.Time2 = e.Time + d.ns(dt)
 		s.lastT += dt
-		e.OldAddr = d.addr(s, b)
-		e.Addr = d.addr(s, b)
-		e.Size = b.uvarint()
-		e.Stack = b.uvarint()
+		e.OldAddr = addr(c)
+		e.Addr = addr(c)
+		e.Size = c.size.uvarint()
+		e.Stack = c.rec.uvarint()
 		switch {
 		case e.OldAddr == 0:
 			e.Kind, e.Time = event.Alloc, e.Time2
@@ -495,35 +546,34 @@ func (d *decoder) event(s *slotState, b *buf, e *event.Event) error {
 		}
 	case event.OpMmap:
 		e.Kind = event.Mmap
-		e.Time = d.time(s, b)
-		e.Addr = d.addr(s, b)
-		e.Size = b.uvarint()
-		e.Flags = uint32(b.uvarint())
-		e.Stack = b.uvarint()
+		e.Time = d.time(s, c)
+		e.Addr = addr(c)
+		e.Size = c.size.uvarint()
+		e.Flags = uint32(c.rec.uvarint())
+		e.Stack = c.rec.uvarint()
 	case event.OpMunmap:
 		e.Kind = event.Munmap
-		e.Time = d.time(s, b)
-		e.Addr = d.addr(s, b)
-		e.Size = b.uvarint()
+		e.Time = d.time(s, c)
+		e.Addr = addr(c)
+		e.Size = c.size.uvarint()
 	case event.OpMremap:
 		e.Kind = event.Mremap
-		e.Time = d.time(s, b)
-		dt := b.uvarint()
+		e.Time = d.time(s, c)
+		dt := c.time.uvarint()
 		e.Time2 = e.Time + d.ns(dt)
 		s.lastT += dt
-		e.OldAddr = d.addr(s, b)
-		e.OldSize = b.uvarint()
-		e.Addr = d.addr(s, b)
-		e.Size = b.uvarint()
-		e.Stack = b.uvarint()
+		e.OldAddr = addr(c)
+		e.OldSize = c.size.uvarint()
+		e.Addr = addr(c)
+		e.Size = c.size.uvarint()
+		e.Stack = c.rec.uvarint()
 	default:
 		e.Kind = event.Alloc
-		e.Time = d.time(s, b)
-		e.Addr = d.addr(s, b)
-		e.Size = b.uvarint()
-		e.Stack = b.uvarint()
+		e.Time = d.time(s, c)
+		e.Addr = addr(c)
+		e.Size = c.size.uvarint()
+		e.Stack = c.rec.uvarint()
 	}
-	return nil
 }
 
 func (d *decoder) newRun() *run {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"hash/crc32"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -27,11 +28,23 @@ func frame(payload []byte) []byte {
 	return append(h[:], payload...)
 }
 
-func fileHeader() []byte {
+func fileHeader() []byte { return fileHeaderV(Version) }
+
+func fileHeaderV(v byte) []byte {
 	h := make([]byte, 16)
 	copy(h, Magic)
-	h[8] = Version
+	h[8] = v
 	return h
+}
+
+// columns lays out a version 2 thread piece: the lengths of the first
+// three columns, then the four.
+func columns(rec, times, addrs, sizes []byte) []byte {
+	out := uv(uint64(len(rec)), uint64(len(times)), uint64(len(addrs)))
+	for _, c := range [][]byte{rec, times, addrs, sizes} {
+		out = append(out, c...)
+	}
+	return out
 }
 
 func piece(slot uint64, b []byte) []byte {
@@ -51,32 +64,86 @@ func uv(vs ...uint64) []byte {
 // sample builds a small valid trace: a thread that mallocs two blocks
 // and frees one, then an end record.
 func sample() []byte {
+	rec := []byte{recReset}
+	rec = append(rec, uv(77, 10)...)
+	rec = append(rec, recStack)
+	rec = append(rec, uv(1, 2, 0x400100<<1, 0x10<<1)...) // two frames, zigzag deltas
+	rec = append(rec, recEvent+1)                        // malloc: stack 1
+	rec = append(rec, uv(1)...)
+	rec = append(rec, recEvent+1, 1)
+	rec = append(rec, recEvent+5) // free
+	times := uv(1, 1, 1)
+	addrs := uv((0x1000>>4)<<1, (0x2000>>4)<<1, (0x1000>>4)<<1)
+	sizes := uv(32, 64)
+	return append(fileHeader(), frame(append(proc(), piece(1, columns(rec, times, addrs, sizes))...))...)
+}
+
+func proc() []byte {
+	p := []byte{recFrame}
+	p = append(p, uv(100)...)
+	p = append(p, recEnd)
+	p = append(p, uv(20, EndExit, 0, 0)...)
+	return piece(0, p)
+}
+
+// sampleV1 is sample's trace in format version 1: records interleaved.
+func sampleV1() []byte {
 	th := []byte{recReset}
 	th = append(th, uv(77, 10)...)
 	th = append(th, recStack)
-	th = append(th, uv(1, 2, 0x400100<<1, 0x10<<1)...) // two frames, zigzag deltas
-	th = append(th, recEvent+1)                        // malloc
+	th = append(th, uv(1, 2, 0x400100<<1, 0x10<<1)...)
+	th = append(th, recEvent+1)
 	th = append(th, uv(1, (0x1000>>4)<<1, 32, 1)...)
 	th = append(th, recEvent+1)
 	th = append(th, uv(1, (0x2000>>4)<<1, 64, 1)...)
-	th = append(th, recEvent+5) // free
+	th = append(th, recEvent+5)
 	th = append(th, uv(1, (0x1000>>4)<<1)...)
-	proc := []byte{recFrame}
-	proc = append(proc, uv(100)...)
-	proc = append(proc, recEnd)
-	proc = append(proc, uv(20, EndExit, 0, 0)...)
-	payload := append(piece(0, proc), piece(1, th)...)
-	return append(fileHeader(), frame(payload)...)
+	return append(fileHeaderV(1), frame(append(proc(), piece(1, th)...))...)
 }
 
+// events records every event a decode delivers.
+type events struct {
+	nop
+	ev []event.Event
+}
+
+func (e *events) Event(ev *event.Event) { e.ev = append(e.ev, *ev) }
+
 func TestDecodeSample(t *testing.T) {
-	var n nop
-	st, err := Decode(bytes.NewReader(sample()), "sample", &n)
-	if err != nil {
-		t.Fatal(err)
+	var want []event.Event
+	for _, v := range []struct {
+		name string
+		b    []byte
+	}{{"v2", sample()}, {"v1", sampleV1()}} {
+		var got events
+		st, err := Decode(bytes.NewReader(v.b), v.name, &got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.ev) != 3 || got.stacks != 1 || st.Events != 3 || !st.Ended || st.Truncated || st.Frames != 1 {
+			t.Errorf("%s: got %d events, %+v, stats %+v", v.name, len(got.ev), got.nop, st)
+			continue
+		}
+		e := got.ev[1]
+		if e.Kind != event.Alloc || e.Addr != 0x2000 || e.Size != 64 || e.Stack != 1 || e.Tid != 77 || e.Time != 12<<6 {
+			t.Errorf("%s: second event %+v", v.name, e)
+		}
+		if want == nil {
+			want = got.ev
+		} else if !reflect.DeepEqual(got.ev, want) {
+			t.Errorf("v1 and v2 decode differently:\n%+v\n%+v", got.ev, want)
+		}
 	}
-	if n.events != 3 || n.stacks != 1 || st.Events != 3 || !st.Ended || st.Truncated || st.Frames != 1 {
-		t.Errorf("got %+v, stats %+v", n, st)
+}
+
+// Columns must be consumed exactly by their records.
+func TestDecodeColumnMismatch(t *testing.T) {
+	rec := []byte{recReset}
+	rec = append(rec, uv(77, 10)...)
+	rec = append(rec, recEvent+5) // one free, but two addresses
+	b := append(fileHeader(), frame(append(proc(), piece(1, columns(rec, uv(1), uv(2, 4), nil))...))...)
+	if _, err := Decode(bytes.NewReader(b), "cols", &nop{}); err == nil || !strings.Contains(err.Error(), "columns") {
+		t.Errorf("want a column error, got %v", err)
 	}
 }
 
@@ -133,12 +200,11 @@ func (o *order) Scan(s *event.Scan)   { o.seq = append(o.seq, "scan") }
 // last frame; thread pieces later in that frame can still hold events
 // older than it. The scan must come after those and before newer ones.
 func TestDecodeScanInTimeOrder(t *testing.T) {
-	th := []byte{recReset}
-	th = append(th, uv(77, 10)...)
-	th = append(th, recEvent+1) // malloc at 11
-	th = append(th, uv(1, (0x1000>>4)<<1, 32, 0)...)
-	th = append(th, recEvent+5) // free at 60
-	th = append(th, uv(49, (0x1000>>4)<<1)...)
+	rec := []byte{recReset}
+	rec = append(rec, uv(77, 10)...)
+	rec = append(rec, recEvent+1, 0) // malloc at 11
+	rec = append(rec, recEvent+5)    // free at 60
+	th := columns(rec, uv(1, 49), uv((0x1000>>4)<<1, (0x1000>>4)<<1), uv(32))
 	proc := []byte{recFrame}
 	proc = append(proc, uv(100)...)
 	proc = append(proc, recScan)
