@@ -35,6 +35,15 @@
 #define RECORD_MAX (64 + 2 + 20 + MAX_DEPTH * 10)
 #define WAKE_QUEUED 16
 #define MAX_DRAIN 64
+#define BR_RING 4096 // as analyzer/traceformat's backRefs
+#define BR_HASH 4096
+
+struct backrefs {
+	uint64_t n;              // addresses written so far
+	uint64_t ring[BR_RING];  // the latest, by ordinal
+	uint32_t hash[BR_HASH];  // address -> ordinal (a hint, checked against the ring)
+};
+enum { BR_ALLOCS, BR_FREES };
 
 struct tstate;
 
@@ -62,6 +71,11 @@ struct tstate {
 	int idle_checks;
 	uint64_t sc_key[SC_SIZE];
 	uint32_t sc_id[SC_SIZE];
+	// Drainer only: the back-reference state of the thread's stream
+	// (see "columns" below), for its heap allocations and its frees.
+	// Never reset while the process lives: the decoder keeps a slot's
+	// rings across threads too.
+	struct backrefs br[2];
 };
 
 static TLS struct tstate *t_state;
@@ -385,14 +399,13 @@ static inline uint8_t *put_time(struct tstate *s, uint8_t *p, uint64_t t) {
 	return put_varint(p, d);
 }
 
-// Addresses are written whole, not as deltas: the free of a block then
-// repeats the bytes its allocation wrote, which zstd finds (a quarter
-// smaller traces than deltas, which are random).
-// Allocators return 16-byte aligned addresses: those lose their four zero
-// bits (the low bit of the value says which form follows).
+// Addresses are written whole, not as deltas (random, they compress
+// worse). Allocators return 16-byte aligned addresses: those lose their
+// four zero bits. The low bits of the value say which form follows; the
+// drain turns a free's address into a back-reference when it can.
 static inline uint8_t *put_addr(struct tstate *s, uint8_t *p, uint64_t a) {
 	(void)s;
-	return put_varint(p, (a & 15) ? (a << 1) | 1 : (a >> 4) << 1);
+	return put_varint(p, (a & 15) ? (a << 1) | 1 : (a >> 4) << 2);
 }
 
 HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
@@ -637,16 +650,17 @@ static inline const uint8_t *copy_varint(const uint8_t *p, const uint8_t *end, u
 }
 
 // Field layout per op, one letter per field in record order: t time,
-// a address, s size, r record column (stack id, mmap flags).
+// a address, A address of a new heap block, F address of a released heap
+// block, s size, r record column (stack id, mmap flags).
 static const char *op_fields(int op) {
 	switch (op) {
 	case OP_FREE:
 	case OP_DELETE:
 	case OP_DELETE_ARRAY:
-		return "ta";
+		return "tF";
 	case OP_REALLOC:
 	case OP_REALLOCARRAY:
-		return "ttaasr";
+		return "ttFAsr";
 	case OP_MMAP:
 		return "tasrr";
 	case OP_MUNMAP:
@@ -654,13 +668,61 @@ static const char *op_fields(int op) {
 	case OP_MREMAP:
 		return "ttasasr";
 	default:
-		return "tasr";
+		return "tAsr";
 	}
 }
 
+// Back-references. Most frees release a block the same thread allocated
+// shortly before, and most allocations reuse a block the same thread
+// freed shortly before (glibc's per-thread caches are last in, first
+// out). The drain numbers each thread's heap allocations and its frees,
+// and writes a released address as "the block allocated d allocations
+// ago", a new block's address as "the block freed d frees ago" (d <=
+// BR_RING): a byte or two instead of seven, which zstd compresses better
+// still. The decoder keeps the same two rings of addresses per slot, so a
+// reference is only written when this side's ring holds the address at
+// that ordinal: both sides see the same addresses in the same order,
+// whatever the hash hint says.
+
+static inline uint64_t get_varint(const uint8_t **pp, const uint8_t *end) {
+	const uint8_t *p = *pp;
+	uint64_t v = 0;
+	for (int sh = 0; p < end && sh < 64; sh += 7) {
+		uint8_t b = *p++;
+		v |= (uint64_t)(b & 0x7f) << sh;
+		if (!(b & 0x80))
+			break;
+	}
+	*pp = p;
+	return v;
+}
+
+static inline uint64_t addr_of(uint64_t v) { return (v & 1) ? v >> 1 : (v >> 2) << 4; }
+static inline uint32_t br_slot(uint64_t a) { return (uint32_t)((a >> 4) * 0x9e3779b97f4a7c15u >> 52); }
+
+// br_ref returns the value to write for address value v: a reference
+// into `from` when it holds the address, else v. Then v's address is
+// noted in `to`.
+static inline uint64_t br_ref(struct backrefs *from, struct backrefs *to, uint64_t v) {
+	uint64_t a = addr_of(v);
+	if (!a)
+		return v;
+	uint64_t out = v;
+	uint32_t d = (uint32_t)from->n - from->hash[br_slot(a)];
+	if (d - 1 < BR_RING && d <= from->n && from->ring[(from->n - d) % BR_RING] == a)
+		out = ((uint64_t)d << 2) | 2;
+	to->ring[to->n % BR_RING] = a;
+	to->hash[br_slot(a)] = (uint32_t)to->n;
+	to->n++;
+	return out;
+}
+
 // out_columns writes one thread piece as columns: uvarint lengths of the
-// first three, then the four columns.
-static void out_columns(uint32_t slot, const uint8_t *p, size_t n) {
+// first three, then the four columns. It leaves the thread's
+// back-reference counts from before the piece in undo, for br_undo.
+static void out_columns(struct tstate *s, const uint8_t *p, size_t n, uint64_t undo[2]) {
+	undo[0] = s->br[0].n;
+	undo[1] = s->br[1].n;
 	if (col_cap < n) {
 		size_t cap = BUF_SIZE;
 		while (cap < n)
@@ -706,8 +768,18 @@ static void out_columns(uint32_t slot, const uint8_t *p, size_t n) {
 			p = copy_varint(p, end, &w[COL_REC]);
 		} else {
 			static const int col_of[128] = {['t'] = COL_TIME, ['a'] = COL_ADDR, ['s'] = COL_SIZE, ['r'] = COL_REC};
-			for (const char *f = op_fields(tag - REC_EVENT); *f; f++)
-				p = copy_varint(p, end, &w[col_of[(int)*f]]);
+			for (const char *f = op_fields(tag - REC_EVENT); *f; f++) {
+				if (*f == 'A' || *f == 'F') {
+					uint64_t v = get_varint(&p, end);
+					if (*f == 'A')
+						v = br_ref(&s->br[BR_FREES], &s->br[BR_ALLOCS], v);
+					else
+						v = br_ref(&s->br[BR_ALLOCS], &s->br[BR_FREES], v);
+					w[COL_ADDR] = put_varint(w[COL_ADDR], v);
+				} else {
+					p = copy_varint(p, end, &w[col_of[(int)*f]]);
+				}
+			}
 		}
 	}
 	size_t len[NCOLS], total = 0;
@@ -718,10 +790,26 @@ static void out_columns(uint32_t slot, const uint8_t *p, size_t n) {
 		if (c < NCOLS - 1)
 			h = put_varint(h, len[c]);
 	}
-	out_piece_hdr(slot, (size_t)(h - hdr) + total);
+	out_piece_hdr(s->slot, (size_t)(h - hdr) + total);
 	out_append(hdr, (size_t)(h - hdr));
 	for (int c = 0; c < NCOLS; c++)
 		out_append(col_buf[c], len[c]);
+}
+
+// br_undo forgets what a piece taken back added to the rings: the next
+// frame transposes it again from its start. The ring entries it wrote
+// stand for ordinals the decoder has not seen; cleared, they can match
+// no address until rewritten.
+static void br_undo(struct tstate *s, const uint64_t undo[2]) {
+	for (int k = 0; k < 2; k++) {
+		struct backrefs *b = &s->br[k];
+		if (b->n - undo[k] >= BR_RING)
+			memset(b->ring, 0, sizeof b->ring);
+		else
+			for (uint64_t o = undo[k]; o < b->n; o++)
+				b->ring[o % BR_RING] = 0;
+		b->n = undo[k];
+	}
 }
 
 static int thread_gone(pid_t tid) {
@@ -779,8 +867,9 @@ HIDDEN size_t drain_collect(int final, const uint8_t **res) {
 	while (full) {
 		struct buf *b = full;
 		full = b->next;
+		uint64_t undo[2];
 		if (b->end > b->start)
-			out_columns(b->owner->slot, b->data + b->start, b->end - b->start);
+			out_columns(b->owner, b->data + b->start, b->end - b->start, undo);
 		b->owner->written++;
 		pthread_mutex_lock(&pool_mu);
 		put_free(b);
@@ -807,9 +896,13 @@ HIDDEN size_t drain_collect(int final, const uint8_t **res) {
 		int claimed = d == CLAIMED;
 		if (!claimed && c > d) {
 			size_t mark = out_len;
-			out_columns(s->slot, b->data + d, c - d);
+			uint64_t undo[2];
+			out_columns(s, b->data + d, c - d, undo);
 			if (!__atomic_compare_exchange_n(&b->drained, &d, c, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-				out_len = mark; // the owner claimed it meanwhile: it hands those bytes off
+				// The owner claimed it meanwhile: it hands those bytes
+				// off, and the next frame transposes them again.
+				out_len = mark;
+				br_undo(s, undo);
 				claimed = 1;
 			}
 		}
@@ -885,6 +978,8 @@ HIDDEN void rec_after_fork_child(void) {
 			put_free(s->cur);
 		s->cur = NULL;
 		s->in_use = 0;
+		// The child's trace starts afresh, its decoder's rings empty.
+		memset(s->br, 0, sizeof s->br);
 	}
 	t_state = NULL;
 	if (self) {

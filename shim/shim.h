@@ -17,7 +17,7 @@
 
 // Trace format constants; docs/trace-format.md is the specification.
 #define TRACE_MAGIC "LIBLEAK\n"
-#define TRACE_VERSION 2
+#define TRACE_VERSION 3
 #define TIME_SHIFT 6 // event times are in units of 64 ns
 
 enum { ENC_RAW = 0, ENC_ZSTD = 1 };

@@ -21,10 +21,15 @@ import (
 // Magic starts every trace file.
 const Magic = "LIBLEAK\n"
 
-// Version is the newest trace format this package reads. Version 1 (the
-// same, with each thread piece's records interleaved instead of in
-// columns) is read too.
-const Version = 2
+// Version is the newest trace format this package reads. Version 1 (each
+// thread piece's records interleaved instead of in columns, addresses
+// always whole) is read too.
+const Version = 3
+
+// backRefs is how many of a thread's latest heap allocations a free can
+// refer back to, and how many of its latest frees an allocation can (the
+// shim's BR_RING).
+const backRefs = 4096
 
 const (
 	recReset      = 0x01
@@ -100,7 +105,19 @@ func (e *FormatError) Error() string { return e.Name + ": " + e.Msg }
 type slotState struct {
 	tid   uint32
 	lastT uint64
+	refs  [2]backRing // heap allocations and frees read (version 3)
 }
+
+// backRing holds a slot's latest heap addresses of one kind, by ordinal.
+type backRing struct {
+	n    uint64
+	ring *[backRefs]uint64
+}
+
+const (
+	allocs = 0
+	frees  = 1
+)
 
 // Threads' events reach the file in separate pieces; the decoder hands
 // them on in time order. Each frame starts with the time its drain began:
@@ -151,7 +168,7 @@ func Decode(r io.Reader, name string, h event.Handler) (Stats, error) {
 	}
 	d.version = binary.LittleEndian.Uint32(fh[8:])
 	if d.version != 1 && d.version != Version {
-		return d.st, &FormatError{name, fmt.Sprintf("trace format version %d, this leakanalyze reads 1 to %d", d.version, Version)}
+		return d.st, &FormatError{name, fmt.Sprintf("trace format version %d, this leakanalyze reads versions 1 and %d", d.version, Version)}
 	}
 	zd, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxFrame))
 	if err != nil {
@@ -513,12 +530,43 @@ func (d *decoder) time(s *slotState, c *cols) uint64 {
 	return d.ns(s.lastT)
 }
 
-func addr(c *cols) uint64 {
+// addr reads an address. Version 1 writes every address whole: the low
+// bit tells a 16-byte aligned address (four zero bits dropped) from any
+// other. Version 3 adds a second bit: aligned, other, or a back-reference
+// to the address of the slot's heap allocation (for a free) or free (for
+// an allocation) d of them ago.
+func (d *decoder) addr(c *cols, from *backRing) uint64 {
 	v := c.addr.uvarint()
-	if v&1 != 0 {
+	switch {
+	case v&1 != 0:
 		return v >> 1
+	case d.version == 1:
+		return v >> 1 << 4
+	case v&2 == 0:
+		return v >> 2 << 4
 	}
-	return v >> 1 << 4
+	back := v >> 2
+	if from == nil || back == 0 || back > backRefs || back > from.n || from.ring == nil {
+		c.addr.err = fmt.Errorf("bad back-reference to address -%d", back)
+		return 0
+	}
+	return from.ring[(from.n-back)%backRefs]
+}
+
+// heapAddr reads the address of a heap block allocated (kind allocs) or
+// released (frees), and notes it for later back-references.
+func (d *decoder) heapAddr(s *slotState, c *cols, kind int) uint64 {
+	a := d.addr(c, &s.refs[1-kind])
+	if a == 0 || d.version == 1 {
+		return a
+	}
+	r := &s.refs[kind]
+	if r.ring == nil {
+		r.ring = new([backRefs]uint64)
+	}
+	r.ring[r.n%backRefs] = a
+	r.n++
+	return a
 }
 
 func (d *decoder) event(s *slotState, c *cols, e *event.Event) {
@@ -526,14 +574,14 @@ func (d *decoder) event(s *slotState, c *cols, e *event.Event) {
 	case event.OpFree, event.OpDelete, event.OpDeleteArray:
 		e.Kind = event.Free
 		e.Time = d.time(s, c)
-		e.Addr = addr(c)
+		e.Addr = d.heapAddr(s, c, frees)
 	case event.OpRealloc, event.OpReallocarray:
 		e.Time = d.time(s, c)
 		dt := c.time.uvarint()
 		e.Time2 = e.Time + d.ns(dt)
 		s.lastT += dt
-		e.OldAddr = addr(c)
-		e.Addr = addr(c)
+		e.OldAddr = d.heapAddr(s, c, frees)
+		e.Addr = d.heapAddr(s, c, allocs)
 		e.Size = c.size.uvarint()
 		e.Stack = c.rec.uvarint()
 		switch {
@@ -547,14 +595,14 @@ func (d *decoder) event(s *slotState, c *cols, e *event.Event) {
 	case event.OpMmap:
 		e.Kind = event.Mmap
 		e.Time = d.time(s, c)
-		e.Addr = addr(c)
+		e.Addr = d.addr(c, nil)
 		e.Size = c.size.uvarint()
 		e.Flags = uint32(c.rec.uvarint())
 		e.Stack = c.rec.uvarint()
 	case event.OpMunmap:
 		e.Kind = event.Munmap
 		e.Time = d.time(s, c)
-		e.Addr = addr(c)
+		e.Addr = d.addr(c, nil)
 		e.Size = c.size.uvarint()
 	case event.OpMremap:
 		e.Kind = event.Mremap
@@ -562,15 +610,15 @@ func (d *decoder) event(s *slotState, c *cols, e *event.Event) {
 		dt := c.time.uvarint()
 		e.Time2 = e.Time + d.ns(dt)
 		s.lastT += dt
-		e.OldAddr = addr(c)
+		e.OldAddr = d.addr(c, nil)
 		e.OldSize = c.size.uvarint()
-		e.Addr = addr(c)
+		e.Addr = d.addr(c, nil)
 		e.Size = c.size.uvarint()
 		e.Stack = c.rec.uvarint()
 	default:
 		e.Kind = event.Alloc
 		e.Time = d.time(s, c)
-		e.Addr = addr(c)
+		e.Addr = d.heapAddr(s, c, allocs)
 		e.Size = c.size.uvarint()
 		e.Stack = c.rec.uvarint()
 	}

@@ -73,7 +73,8 @@ func sample() []byte {
 	rec = append(rec, recEvent+1, 1)
 	rec = append(rec, recEvent+5) // free
 	times := uv(1, 1, 1)
-	addrs := uv((0x1000>>4)<<1, (0x2000>>4)<<1, (0x1000>>4)<<1)
+	// Two aligned addresses, then the free refers back two allocations.
+	addrs := uv((0x1000>>4)<<2, (0x2000>>4)<<2, 2<<2|2)
 	sizes := uv(32, 64)
 	return append(fileHeader(), frame(append(proc(), piece(1, columns(rec, times, addrs, sizes))...))...)
 }
@@ -86,7 +87,8 @@ func proc() []byte {
 	return piece(0, p)
 }
 
-// sampleV1 is sample's trace in format version 1: records interleaved.
+// sampleV1 is sample's trace in format version 1: records interleaved,
+// addresses whole.
 func sampleV1() []byte {
 	th := []byte{recReset}
 	th = append(th, uv(77, 10)...)
@@ -136,12 +138,23 @@ func TestDecodeSample(t *testing.T) {
 	}
 }
 
+// A back-reference must name an allocation the slot has seen.
+func TestDecodeBadBackRef(t *testing.T) {
+	rec := []byte{recReset}
+	rec = append(rec, uv(77, 10)...)
+	rec = append(rec, recEvent+1, 0, recEvent+5) // one malloc, then a free two back
+	b := append(fileHeader(), frame(append(proc(), piece(1, columns(rec, uv(1, 1), uv((0x1000>>4)<<2, 2<<2|2), uv(32)))...))...)
+	if _, err := Decode(bytes.NewReader(b), "backref", &nop{}); err == nil || !strings.Contains(err.Error(), "back-reference") {
+		t.Errorf("want a back-reference error, got %v", err)
+	}
+}
+
 // Columns must be consumed exactly by their records.
 func TestDecodeColumnMismatch(t *testing.T) {
 	rec := []byte{recReset}
 	rec = append(rec, uv(77, 10)...)
 	rec = append(rec, recEvent+5) // one free, but two addresses
-	b := append(fileHeader(), frame(append(proc(), piece(1, columns(rec, uv(1), uv(2, 4), nil))...))...)
+	b := append(fileHeader(), frame(append(proc(), piece(1, columns(rec, uv(1), uv(4, 8), nil))...))...)
 	if _, err := Decode(bytes.NewReader(b), "cols", &nop{}); err == nil || !strings.Contains(err.Error(), "columns") {
 		t.Errorf("want a column error, got %v", err)
 	}
@@ -204,7 +217,7 @@ func TestDecodeScanInTimeOrder(t *testing.T) {
 	rec = append(rec, uv(77, 10)...)
 	rec = append(rec, recEvent+1, 0) // malloc at 11
 	rec = append(rec, recEvent+5)    // free at 60
-	th := columns(rec, uv(1, 49), uv((0x1000>>4)<<1, (0x1000>>4)<<1), uv(32))
+	th := columns(rec, uv(1, 49), uv((0x1000>>4)<<2, 1<<2|2), uv(32))
 	proc := []byte{recFrame}
 	proc = append(proc, uv(100)...)
 	proc = append(proc, recScan)
