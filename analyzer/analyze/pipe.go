@@ -34,18 +34,16 @@ const pipeBatch = 8192
 
 func newPipe(h event.Handler) *pipe {
 	p := &pipe{h: h, ch: make(chan *batch, 4), free: make(chan *batch, 6), done: make(chan struct{})}
+	bh, _ := h.(event.BatchHandler)
 	go func() {
 		for b := range p.ch {
-			c := 0
-			for i := range b.evs {
-				for ; c < len(b.ctl) && b.ctl[c].at == i; c++ {
-					p.control(&b.ctl[c])
-				}
-				h.Event(&b.evs[i])
-			}
-			for ; c < len(b.ctl); c++ {
+			i := 0
+			for c := range b.ctl {
+				p.events(bh, b.evs[i:b.ctl[c].at])
+				i = b.ctl[c].at
 				p.control(&b.ctl[c])
 			}
+			p.events(bh, b.evs[i:])
 			b.evs, b.ctl = b.evs[:0], b.ctl[:0]
 			select {
 			case p.free <- b:
@@ -56,6 +54,16 @@ func newPipe(h event.Handler) *pipe {
 	}()
 	p.cur = &batch{evs: make([]event.Event, 0, pipeBatch)}
 	return p
+}
+
+func (p *pipe) events(bh event.BatchHandler, evs []event.Event) {
+	if bh != nil {
+		bh.EventBatch(evs)
+		return
+	}
+	for i := range evs {
+		p.h.Event(&evs[i])
+	}
 }
 
 func (p *pipe) control(c *ctl) {
@@ -97,6 +105,20 @@ func (p *pipe) Event(e *event.Event) {
 	p.cur.evs = append(p.cur.evs, *e)
 	if len(p.cur.evs) == pipeBatch {
 		p.flush()
+	}
+}
+
+// EventBatch copies a run of events into the batches: one copy per run
+// instead of a call and a copy per event.
+func (p *pipe) EventBatch(evs []event.Event) {
+	for len(evs) > 0 {
+		b := p.cur
+		n := copy(b.evs[len(b.evs):cap(b.evs)], evs)
+		b.evs = b.evs[:len(b.evs)+n]
+		evs = evs[n:]
+		if len(b.evs) == cap(b.evs) {
+			p.flush()
+		}
 	}
 }
 

@@ -168,6 +168,13 @@ type Handler interface {
 	Event(e *Event)
 }
 
+// BatchHandler is implemented by handlers that take a run of consecutive
+// events in one call, which saves a call per event on the hot path. The
+// slice is only valid during the call.
+type BatchHandler interface {
+	EventBatch(evs []Event)
+}
+
 // Verdict kinds of the exit-time reachability scan.
 const (
 	VerdictDefinite = 1

@@ -161,6 +161,13 @@ func (r *Replay) shrink(b *Block) {
 	s.Frees++
 }
 
+// EventBatch applies a run of events (event.BatchHandler).
+func (r *Replay) EventBatch(evs []event.Event) {
+	for i := range evs {
+		r.Event(&evs[i])
+	}
+}
+
 // Event applies one event.
 func (r *Replay) Event(e *event.Event) {
 	r.Events++

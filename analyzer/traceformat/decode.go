@@ -4,16 +4,12 @@ package traceformat
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"os"
 	"strings"
-
-	"github.com/klauspost/compress/zstd"
 
 	"libleak/analyzer/event"
 )
@@ -140,6 +136,7 @@ type decoder struct {
 	version     uint32
 	name        string
 	h           event.Handler
+	bh          event.BatchHandler // h, when it takes runs of events
 	st          Stats
 	shift       uint
 	slots       map[uint64]*slotState
@@ -153,6 +150,7 @@ type decoder struct {
 // Decode reads a trace from r; name is used in errors.
 func Decode(r io.Reader, name string, h event.Handler) (Stats, error) {
 	d := &decoder{name: name, h: h, shift: 6, complete: ^uint64(0), slots: map[uint64]*slotState{}, mods: map[[2]uint64]*event.Module{}}
+	d.bh, _ = h.(event.BatchHandler)
 	var fh [16]byte
 	n, err := io.ReadFull(r, fh[:])
 	d.st.Bytes += int64(n)
@@ -170,53 +168,25 @@ func Decode(r io.Reader, name string, h event.Handler) (Stats, error) {
 	if d.version != 1 && d.version != Version {
 		return d.st, &FormatError{name, fmt.Sprintf("trace format version %d, this leakanalyze reads versions 1 and %d", d.version, Version)}
 	}
-	zd, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxFrame))
+	fr, err := newFrameReader(r, name, d.st.Bytes)
 	if err != nil {
 		return d.st, err
 	}
-	defer zd.Close()
-	var payload, raw []byte
+	defer fr.close()
 	for {
-		var hdr [16]byte
-		n, err := io.ReadFull(r, hdr[:])
-		d.st.Bytes += int64(n)
-		if err == io.EOF {
+		it := fr.next()
+		d.st.Bytes = it.bytes
+		if it.err != nil {
+			return d.st, it.err
+		}
+		if it.last {
+			d.st.Truncated = d.st.Truncated || it.truncated
 			break
-		}
-		if err != nil {
-			d.st.Truncated = true
-			break
-		}
-		stored := binary.LittleEndian.Uint32(hdr[0:])
-		rawLen := binary.LittleEndian.Uint32(hdr[4:])
-		enc := hdr[8]
-		crc := binary.LittleEndian.Uint32(hdr[12:])
-		if stored > maxFrame || rawLen > maxFrame || (enc != encRaw && enc != encZstd) {
-			return d.st, &FormatError{name, fmt.Sprintf("corrupt frame header at byte %d", d.st.Bytes-16)}
-		}
-		// Grow the buffer as bytes arrive: a corrupt length in a short
-		// file must not allocate what it claims.
-		pb := bytes.NewBuffer(payload[:0])
-		m, err := io.CopyN(pb, r, int64(stored))
-		payload = pb.Bytes()
-		d.st.Bytes += m
-		if err != nil {
-			d.st.Truncated = true
-			break
-		}
-		if crc32.ChecksumIEEE(payload) != crc {
-			return d.st, &FormatError{name, fmt.Sprintf("checksum mismatch in frame %d at byte %d", d.st.Frames+1, d.st.Bytes-int64(stored)-16)}
-		}
-		data := payload
-		if enc == encZstd {
-			raw, err = zd.DecodeAll(payload, raw[:0])
-			if err != nil || len(raw) != int(rawLen) {
-				return d.st, &FormatError{name, fmt.Sprintf("frame %d does not decompress", d.st.Frames+1)}
-			}
-			data = raw
 		}
 		d.st.Frames++
-		if err := d.frame(data); err != nil {
+		err := d.frame(it.data)
+		fr.recycle(it)
+		if err != nil {
 			d.release(^uint64(0))
 			return d.st, &FormatError{name, fmt.Sprintf("frame %d: %v", d.st.Frames, err)}
 		}
@@ -668,10 +638,18 @@ func (d *decoder) release(limit uint64) {
 				next = o.ev[o.pos].Time
 			}
 		}
-		for r.pos < len(r.ev) && (r.ev[r.pos].Time <= next && r.ev[r.pos].Time < limit) {
-			d.h.Event(&r.ev[r.pos])
-			r.pos++
+		end := r.pos
+		for end < len(r.ev) && r.ev[end].Time <= next && r.ev[end].Time < limit {
+			end++
 		}
+		if d.bh != nil {
+			d.bh.EventBatch(r.ev[r.pos:end])
+		} else {
+			for i := r.pos; i < end; i++ {
+				d.h.Event(&r.ev[i])
+			}
+		}
+		r.pos = end
 	}
 	kept := d.runs[:0]
 	for _, r := range d.runs {
