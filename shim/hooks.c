@@ -181,6 +181,17 @@ static void *boot_realloc(void *old, size_t n) {
 	return p;
 }
 
+// released takes a block out of the live table and returns its size (-1:
+// not there, or no table). Called between rec_announce and reading the
+// event's time: the table's lock, or the fence without a table, orders
+// the two (record.c, "events in flight").
+static inline long released(void *p) {
+	if (p && live_enabled)
+		return live_del(p);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	return -1;
+}
+
 // rec_failed undoes a failed realloc's bookkeeping: the old block lives on.
 static void rec_failed(void *old, long oldsize) {
 	rec_cancel();
@@ -199,8 +210,9 @@ void *realloc(void *old, size_t n) {
 	if (!recording(RA)) {
 		if (!tracer_tls(RA))
 			return real.realloc(old, n);
-		uint64_t t0 = rec_time_before();
-		long oldsize = old && live_enabled ? live_del(old) : -1;
+		rec_announce();
+		long oldsize = released(old);
+		uint64_t t0 = now_units();
 		void *p = real.realloc(old, n);
 		if (p != NULL || (old != NULL && n == 0))
 			rec_realloc(OP_REALLOC, old, p, n, t0, 0);
@@ -208,8 +220,9 @@ void *realloc(void *old, size_t n) {
 			rec_failed(old, oldsize);
 		return p;
 	}
-	uint64_t t0 = rec_time_before();
-	long oldsize = old && live_enabled ? live_del(old) : -1;
+	rec_announce();
+	long oldsize = released(old);
+	uint64_t t0 = now_units();
 	void *p = real.realloc(old, n);
 	// realloc(p, 0) frees p and returns NULL; a failed realloc keeps p.
 	if (p != NULL || (old != NULL && n == 0))
@@ -230,8 +243,9 @@ void *reallocarray(void *old, size_t n, size_t size) {
 	}
 	if (!recording(RA))
 		return real_reallocarray(old, n, size);
-	uint64_t t0 = rec_time_before();
-	long oldsize = old && live_enabled ? live_del(old) : -1;
+	rec_announce();
+	long oldsize = released(old);
+	uint64_t t0 = now_units();
 	void *p = real_reallocarray(old, n, size);
 	if (p != NULL || (old != NULL && n * size == 0))
 		rec_realloc(OP_REALLOCARRAY, old, p, n * size, t0, 1);
@@ -249,8 +263,10 @@ void free(void *p) {
 		real.free(p);
 		return;
 	}
-	uint64_t t0 = rec_time_before();
-	if (live_enabled && live_del(p) < 0 && in_freeres) {
+	rec_announce();
+	long size = released(p);
+	uint64_t t0 = now_units();
+	if (size < 0 && live_enabled && in_freeres) {
 		// glibc and libstdc++ releasing what they allocated before the
 		// tracer started: not the program's, and not an invalid free.
 		rec_cancel();
@@ -361,9 +377,9 @@ static void delete_fallback(void *p) { free(p); }
 			realfn args;                                          \
 			return;                                               \
 		}                                                             \
-		uint64_t t0 = rec_time_before();                                    \
-		if (live_enabled)                                             \
-			live_del(p);                                          \
+		rec_announce();                                               \
+		released(p);                                                  \
+		uint64_t t0 = now_units();                                    \
 		t_cxx++;                                                      \
 		realfn args;                                                  \
 		t_cxx--;                                                      \

@@ -481,7 +481,6 @@ static void atfork_parent(void) {
 static void atfork_child(void) {
 	pthread_mutex_init(&write_mu, NULL);
 	rec_after_fork_child();
-	rec_barrier_init();
 	live_after_fork();
 	t_guard--;
 	if (!leak_active || fd < 0)
@@ -748,7 +747,6 @@ HIDDEN void process_init(void) {
 		dl_iterate_phdr(find_self, (void *)di.dli_fbase);
 	dl_iterate_phdr(find_ldso, NULL);
 	rec_clock_start();
-	rec_barrier_init();
 	leak_pid = getpid();
 	live_enabled = cfg.scan;
 	scan_content_bytes = cfg.content;

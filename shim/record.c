@@ -21,7 +21,6 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
-#include <linux/membarrier.h>
 
 #include "live.h"
 
@@ -338,16 +337,12 @@ static inline uint8_t *put_stack(struct tstate *s, uint8_t *p, const uintptr_t *
 // COMPLETE time to the thread's last record's time, a lower bound of the
 // pending one's (a thread's times never decrease).
 //
-// The thread's store needs no fence: the drain issues a process-wide
-// barrier (membarrier) after taking its mark, so a thread whose time can
-// be older than the mark has its store seen. Without membarrier the hot
-// path fences instead.
-
-static int barrier_ok;
-
-HIDDEN void rec_barrier_init(void) {
-	barrier_ok = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
-}
+// The mark must be visible before the thread reads the clock, so a
+// locked instruction or a fence goes between the two: on the hot paths
+// the live table's shard lock, which they take anyway, elsewhere a fence
+// (rec_time_before). The drain reads the clock, then fences, then the
+// marks: a thread whose time can be older than the drain's mark has its
+// mark seen.
 
 static inline struct tstate *announce(void) {
 	struct tstate *s = t_state;
@@ -359,13 +354,14 @@ static inline struct tstate *announce(void) {
 			return NULL;
 	}
 	__atomic_store_n(&s->pending, s->last_t + 1, __ATOMIC_RELAXED);
-	if (UNLIKELY(!barrier_ok))
-		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	return s;
 }
 
+HIDDEN void rec_announce(void) { announce(); }
+
 HIDDEN uint64_t rec_time_before(void) {
 	announce();
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	return now_units();
 }
 
@@ -413,7 +409,9 @@ HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
 	int n = 0;
 	announce();
 	if (live_enabled)
-		live_add(ptr, size);
+		live_add(ptr, size); // its lock orders the mark before the time
+	else
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	if (with_stack) {
 		int saved = errno;
 		t_guard++;
@@ -473,6 +471,7 @@ HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_be
 HIDDEN void rec_mmap(void *ptr, size_t len, int prot, int flags) {
 	uintptr_t pcs[MAX_DEPTH];
 	announce();
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	int saved = errno;
 	t_guard++;
 	int n = unwind_capture(pcs, cfg.depth);
@@ -825,10 +824,9 @@ HIDDEN size_t drain_collect(int final, const uint8_t **res) {
 	// next frame writes first): the decoder orders events across threads
 	// with these marks.
 	uint64_t mark_time = now_units();
-	if (barrier_ok)
-		syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
-	else
-		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	// The marks are read after the clock, not before (rdtsc is not
+	// ordered by a plain load; lfence completes it first).
+	__builtin_ia32_lfence();
 	uint64_t complete = mark_time;
 
 	// At most MAX_DRAIN buffers a frame keeps frames, and the decoder's

@@ -104,11 +104,13 @@ HIDDEN void hooks_init(void);
 HIDDEN void rec_alloc(int op, void *p, size_t size, int with_stack);
 HIDDEN void rec_free(int op, void *p, uint64_t t_before);
 // rec_time_before takes the time of an event whose record follows the
-// allocator's call (free, realloc, munmap, mremap) and marks the thread's
-// event in flight; rec_cancel clears that mark when no record follows.
+// allocator's call (munmap, mremap) and marks the thread's event in
+// flight; rec_cancel clears that mark when no record follows.
+// rec_announce only marks: the caller takes a live-table lock (or fences)
+// before it reads the time (record.c, "events in flight").
 HIDDEN uint64_t rec_time_before(void);
+HIDDEN void rec_announce(void);
 HIDDEN void rec_cancel(void);
-HIDDEN void rec_barrier_init(void);
 HIDDEN void rec_realloc(int op, void *old, void *p, size_t size, uint64_t t_before, int with_stack);
 HIDDEN void rec_mmap(void *p, size_t len, int prot, int flags);
 HIDDEN void rec_munmap(void *p, size_t len, uint64_t t_before);
