@@ -62,17 +62,16 @@ func Load(path string) (*Input, error) {
 	br := bufio.NewReaderSize(f, 1<<20)
 	head, _ := br.Peek(16)
 	in := &Input{Path: path, Replay: replay.New()}
-	p := newPipe(in.Replay)
 	switch {
 	case traceformat.Sniff(head):
-		in.Stats, err = traceformat.Decode(br, path, p)
-		p.close()
+		// The decoder replays on a goroutine of its own already.
+		in.Stats, err = traceformat.Decode(br, path, in.Replay)
 	case MtraceSniff != nil && MtraceSniff(head):
 		in.Mtrace = true
+		p := newPipe(in.Replay)
 		in.Stats, err = MtraceDecode(br, path, p)
 		p.close()
 	default:
-		p.close()
 		if len(head) == 0 {
 			return nil, fmt.Errorf("%s: empty file, not a trace", path)
 		}

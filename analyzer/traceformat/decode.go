@@ -125,23 +125,19 @@ type run struct {
 }
 
 type decoder struct {
-	runs     []*run
+	m        *merger
 	cur      *run
-	free     []*run
 	mark     uint64 // this frame's drain mark, ns
 	prevMark uint64
-	complete uint64        // events older than this are all in this frame or earlier
-	scans    []*event.Scan // read, waiting for the events older than them
+	complete uint64 // events older than this are all in this frame or earlier
 
 	version     uint32
 	name        string
 	h           event.Handler
-	bh          event.BatchHandler // h, when it takes runs of events
 	st          Stats
 	shift       uint
 	slots       map[uint64]*slotState
 	mods        map[[2]uint64]*event.Module
-	ev          event.Event
 	pcs         []uint64
 	cols        cols
 	pendingExec string
@@ -150,7 +146,6 @@ type decoder struct {
 // Decode reads a trace from r; name is used in errors.
 func Decode(r io.Reader, name string, h event.Handler) (Stats, error) {
 	d := &decoder{name: name, h: h, shift: 6, complete: ^uint64(0), slots: map[uint64]*slotState{}, mods: map[[2]uint64]*event.Module{}}
-	d.bh, _ = h.(event.BatchHandler)
 	var fh [16]byte
 	n, err := io.ReadFull(r, fh[:])
 	d.st.Bytes += int64(n)
@@ -173,10 +168,12 @@ func Decode(r io.Reader, name string, h event.Handler) (Stats, error) {
 		return d.st, err
 	}
 	defer fr.close()
+	d.m = newMerger(h)
 	for {
 		it := fr.next()
 		d.st.Bytes = it.bytes
 		if it.err != nil {
+			d.m.finish()
 			return d.st, it.err
 		}
 		if it.last {
@@ -187,18 +184,21 @@ func Decode(r io.Reader, name string, h event.Handler) (Stats, error) {
 		err := d.frame(it.data)
 		fr.recycle(it)
 		if err != nil {
-			d.release(^uint64(0))
+			d.m.add(mop{kind: mopRelease, id: ^uint64(0)})
+			d.m.finish()
 			return d.st, &FormatError{name, fmt.Sprintf("frame %d: %v", d.st.Frames, err)}
 		}
 		limit := d.prevMark
 		if d.complete < limit {
 			limit = d.complete
 		}
-		d.release(limit)
+		d.m.add(mop{kind: mopRelease, id: limit})
+		d.m.flush()
 		d.prevMark = d.mark
 		d.complete = ^uint64(0)
 	}
-	d.release(^uint64(0))
+	d.m.add(mop{kind: mopRelease, id: ^uint64(0)})
+	d.m.finish()
 	if !d.st.Ended && d.pendingExec == "" {
 		d.st.Truncated = true
 	}
@@ -225,10 +225,28 @@ func (b *buf) byte() byte {
 }
 
 func (b *buf) uvarint() uint64 {
-	if b.off < len(b.b) && b.b[b.off] < 0x80 {
-		v := uint64(b.b[b.off])
-		b.off++
-		return v
+	if off := b.off; uint(off) < uint(len(b.b)) {
+		if c := b.b[off]; c < 0x80 {
+			b.off = off + 1
+			return uint64(c)
+		}
+	}
+	return b.uvarintLong()
+}
+
+func (b *buf) uvarintLong() uint64 {
+	if p := b.b[b.off:]; len(p) >= 8 {
+		// Unrolled for the usual lengths (back-references, sizes and
+		// whole addresses take 2 to 7 bytes).
+		v := uint64(p[0] & 0x7f)
+		for i := 1; i < 8; i++ {
+			c := p[i]
+			v |= uint64(c&0x7f) << (7 * i)
+			if c < 0x80 {
+				b.off += i + 1
+				return v
+			}
+		}
 	}
 	v, n := binary.Uvarint(b.b[b.off:])
 	if n <= 0 {
@@ -276,12 +294,12 @@ func (d *decoder) frame(data []byte) error {
 				s = &slotState{}
 				d.slots[slot] = s
 			}
-			d.cur = d.newRun()
+			d.cur = d.m.newRun()
 			err = d.thread(s, piece)
 			if len(d.cur.ev) > 0 {
-				d.runs = append(d.runs, d.cur)
+				d.m.add(mop{kind: mopRun, run: d.cur})
 			} else {
-				d.free = append(d.free, d.cur)
+				d.m.recycle(d.cur)
 			}
 			d.cur = nil
 		}
@@ -319,7 +337,8 @@ func (d *decoder) process(p []byte) error {
 				return fmt.Errorf("bad time unit 2^%d ns", d.shift)
 			}
 			if b.err == nil {
-				d.h.Header(h)
+				hc := *h
+				d.m.add(mop{kind: mopHeader, hdr: &hc})
 			}
 		case recModule:
 			m := &event.Module{Time: d.ns(b.uvarint())}
@@ -342,16 +361,17 @@ func (d *decoder) process(p []byte) error {
 					first = m.Segments[0].Start
 				}
 				d.mods[[2]uint64{m.Base, first}] = m
-				d.h.Module(m)
+				d.m.add(mop{kind: mopModule, mod: m})
 			}
 		case recUnload:
 			t := d.ns(b.uvarint())
 			base := b.uvarint()
 			first := b.uvarint()
 			if m := d.mods[[2]uint64{base, first}]; m != nil && b.err == nil {
-				m.Unloaded = t
 				delete(d.mods, [2]uint64{base, first})
-				d.h.Module(m)
+				// The merger sets the time: the handler may not have had
+				// the load yet.
+				d.m.add(mop{kind: mopUnload, mod: m, id: t})
 			}
 		case recEnd:
 			d.st.EndTime = d.ns(b.uvarint())
@@ -398,7 +418,7 @@ func (d *decoder) process(p []byte) error {
 			if _, ok := d.h.(event.ScanHandler); ok && b.err == nil {
 				// Handed on in time order with the events: those older
 				// than the scan may still be in pieces not read yet.
-				d.scans = append(d.scans, sc)
+				d.m.add(mop{kind: mopScan, scan: sc})
 			}
 		default:
 			return fmt.Errorf("unknown process record 0x%02x", tag)
@@ -451,7 +471,6 @@ func (d *decoder) thread(s *slotState, p []byte) error {
 		return err
 	}
 	b := c.rec
-	e := &d.ev
 	for b.off < len(b.b) && b.err == nil {
 		tag := b.byte()
 		switch {
@@ -471,16 +490,26 @@ func (d *decoder) thread(s *slotState, p []byte) error {
 				d.pcs = append(d.pcs, pc)
 			}
 			if b.err == nil {
-				d.h.Stack(id, d.pcs)
+				d.m.add(mop{kind: mopStack, id: id, pcs: append([]uint64(nil), d.pcs...)})
 			}
 		case tag == recDropped:
 			d.st.Dropped += b.uvarint()
 		case tag > recEvent && tag <= recEvent+uint8(event.OpMremap):
+			// Parsed in place: an event is 72 bytes, and a copy of each
+			// cost as much as parsing it.
+			n := len(d.cur.ev)
+			if n < cap(d.cur.ev) {
+				d.cur.ev = d.cur.ev[:n+1]
+			} else {
+				d.cur.ev = append(d.cur.ev, event.Event{})
+			}
+			e := &d.cur.ev[n]
 			*e = event.Event{Op: event.Op(tag - recEvent), Tid: s.tid}
 			d.event(s, c, e)
 			if c.err() == nil {
 				d.st.Events++
-				d.cur.ev = append(d.cur.ev, *e)
+			} else {
+				d.cur.ev = d.cur.ev[:n]
 			}
 		default:
 			return fmt.Errorf("unknown record 0x%02x", tag)
@@ -592,72 +621,4 @@ func (d *decoder) event(s *slotState, c *cols, e *event.Event) {
 		e.Size = c.size.uvarint()
 		e.Stack = c.rec.uvarint()
 	}
-}
-
-func (d *decoder) newRun() *run {
-	if n := len(d.free); n > 0 {
-		r := d.free[n-1]
-		d.free = d.free[:n-1]
-		r.ev, r.pos = r.ev[:0], 0
-		return r
-	}
-	return &run{}
-}
-
-// release hands on, in time order, the buffered events older than limit.
-// Each run is one thread's piece and already in time order, so this is a
-// merge of the runs' heads.
-func (d *decoder) release(limit uint64) {
-	for {
-		best := -1
-		var bt uint64
-		for i, r := range d.runs {
-			if r.pos < len(r.ev) {
-				if t := r.ev[r.pos].Time; t < limit && (best < 0 || t < bt) {
-					best, bt = i, t
-				}
-			}
-		}
-		if len(d.scans) > 0 && d.scans[0].Time < limit && (best < 0 || d.scans[0].Time <= bt) {
-			d.h.(event.ScanHandler).Scan(d.scans[0])
-			d.scans = d.scans[1:]
-			continue
-		}
-		if best < 0 {
-			break
-		}
-		r := d.runs[best]
-		// Take the run's events up to the next head of another run (or
-		// the next scan).
-		next := limit
-		if len(d.scans) > 0 && d.scans[0].Time-1 < next {
-			next = d.scans[0].Time - 1
-		}
-		for i, o := range d.runs {
-			if i != best && o.pos < len(o.ev) && o.ev[o.pos].Time < next {
-				next = o.ev[o.pos].Time
-			}
-		}
-		end := r.pos
-		for end < len(r.ev) && r.ev[end].Time <= next && r.ev[end].Time < limit {
-			end++
-		}
-		if d.bh != nil {
-			d.bh.EventBatch(r.ev[r.pos:end])
-		} else {
-			for i := r.pos; i < end; i++ {
-				d.h.Event(&r.ev[i])
-			}
-		}
-		r.pos = end
-	}
-	kept := d.runs[:0]
-	for _, r := range d.runs {
-		if r.pos < len(r.ev) {
-			kept = append(kept, r)
-		} else {
-			d.free = append(d.free, r)
-		}
-	}
-	d.runs = kept
 }
