@@ -172,6 +172,14 @@ type opCounter struct {
 	frees        uint64
 }
 
+// EventBatch overrides the embedded Replay's: a decoder hands runs of
+// events to it when it has one, which would bypass Event below.
+func (c *opCounter) EventBatch(evs []event.Event) {
+	for i := range evs {
+		c.Event(&evs[i])
+	}
+}
+
 func (c *opCounter) Event(e *event.Event) {
 	c.Replay.Event(e)
 	switch {
