@@ -292,13 +292,26 @@ static inline void commit(struct tstate *s, uint8_t *end) {
 
 // ---- stacks -------------------------------------------------------------------
 
+// hash_pcs mixes even and odd frames in two independent chains: one chain
+// is a multiply's latency per frame, the hot path's longest dependency.
 static inline uint64_t hash_pcs(const uintptr_t *pcs, int n) {
-	uint64_t h = 0x9e3779b97f4a7c15u ^ (uint64_t)n;
-	for (int i = 0; i < n; i++) {
-		h ^= pcs[i];
-		h *= 0xff51afd7ed558ccdu;
-		h ^= h >> 32;
+	uint64_t h0 = 0x9e3779b97f4a7c15u ^ (uint64_t)n, h1 = 0xc2b2ae3d27d4eb4fu;
+	int i = 0;
+	for (; i + 1 < n; i += 2) {
+		h0 ^= pcs[i];
+		h0 *= 0xff51afd7ed558ccdu;
+		h0 ^= h0 >> 32;
+		h1 ^= pcs[i + 1];
+		h1 *= 0xc4ceb9fe1a85ec53u;
+		h1 ^= h1 >> 32;
 	}
+	if (i < n) {
+		h0 ^= pcs[i];
+		h0 *= 0xff51afd7ed558ccdu;
+		h0 ^= h0 >> 32;
+	}
+	uint64_t h = (h0 ^ (h1 * 0x9e3779b97f4a7c15u));
+	h ^= h >> 31;
 	return h | 1; // 0 marks an empty cache slot
 }
 
