@@ -218,25 +218,33 @@ func (r *Replay) alloc(b Block) {
 			return
 		}
 	}
-	if old, ok := r.heap.get(b.Addr); ok {
+	i, ok := r.heap.find(b.Addr)
+	if ok {
 		// Two blocks at one address: one of them was released by a free
 		// that is still to come, or by none we could see.
+		old := r.heap.vals[i]
 		if old.Time <= b.Time {
 			r.displaced[b.Addr] = append(r.displaced[b.Addr], old)
-			r.heap.put(b.Addr, b)
+			r.heap.vals[i] = b
 		} else {
 			r.displaced[b.Addr] = append(r.displaced[b.Addr], b)
 		}
 		return
 	}
-	r.heap.put(b.Addr, b)
+	if !r.heap.insertAt(i, b) {
+		r.heap.put(b.Addr, b)
+	}
 }
 
 func (r *Replay) free(addr, t uint64, op event.Op) {
 	if addr == 0 {
 		return
 	}
-	cur, ok := r.heap.get(addr)
+	slot, ok := r.heap.find(addr)
+	var cur Block
+	if ok {
+		cur = r.heap.vals[slot]
+	}
 	var dis []Block
 	if len(r.displaced) > 0 {
 		dis = r.displaced[addr]
@@ -258,10 +266,10 @@ func (r *Replay) free(addr, t uint64, op event.Op) {
 		if len(dis) > 0 {
 			// The newest displaced block takes its place.
 			j := newest(dis)
-			r.heap.put(addr, dis[j])
+			r.heap.vals[slot] = dis[j]
 			r.setDisplaced(addr, append(dis[:j], dis[j+1:]...))
 		} else {
-			r.heap.del(addr)
+			r.heap.delAt(slot)
 		}
 	case best >= 0:
 		b := dis[best]

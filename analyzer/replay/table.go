@@ -24,6 +24,29 @@ func (t *blockTable) init(size int) {
 
 func hashAddr(a uint64) uint64 { return (a >> 4) * 0x9e3779b97f4a7c15 >> 20 }
 
+// find returns the slot holding a, or the empty slot where a would go.
+func (t *blockTable) find(a uint64) (i uint64, found bool) {
+	for i = hashAddr(a) & t.mask; ; i = (i + 1) & t.mask {
+		switch t.keys[i] {
+		case a:
+			return i, true
+		case 0:
+			return i, false
+		}
+	}
+}
+
+// insertAt puts a new block into the empty slot find returned for its
+// address; it reports false when the table must grow first (put then).
+func (t *blockTable) insertAt(i uint64, b Block) bool {
+	if (t.n+1)*4 > len(t.keys)*3 {
+		return false
+	}
+	t.keys[i], t.vals[i] = b.Addr, b
+	t.n++
+	return true
+}
+
 func (t *blockTable) get(a uint64) (Block, bool) {
 	for i := hashAddr(a) & t.mask; ; i = (i + 1) & t.mask {
 		switch t.keys[i] {
@@ -53,12 +76,13 @@ func (t *blockTable) put(a uint64, b Block) {
 }
 
 func (t *blockTable) del(a uint64) {
-	i := hashAddr(a) & t.mask
-	for ; t.keys[i] != a; i = (i + 1) & t.mask {
-		if t.keys[i] == 0 {
-			return
-		}
+	if i, ok := t.find(a); ok {
+		t.delAt(i)
 	}
+}
+
+// delAt empties slot i, which holds a block.
+func (t *blockTable) delAt(i uint64) {
 	// Shift later entries of the run back so no probe sequence breaks.
 	for j := (i + 1) & t.mask; t.keys[j] != 0; j = (j + 1) & t.mask {
 		h := hashAddr(t.keys[j]) & t.mask
