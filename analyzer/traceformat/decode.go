@@ -209,14 +209,22 @@ func Decode(r io.Reader, name string, h event.Handler) (Stats, error) {
 var errShort = errors.New("record runs past the end of its piece")
 
 type buf struct {
-	b   []byte
-	off int
-	err error
+	b      []byte
+	off    int
+	err    error
+	failed *bool // set with err, when not nil: one flag for a piece's four columns
+}
+
+func (b *buf) fail(err error) {
+	b.err = err
+	if b.failed != nil {
+		*b.failed = true
+	}
 }
 
 func (b *buf) byte() byte {
 	if b.off >= len(b.b) {
-		b.err = errShort
+		b.fail(errShort)
 		return 0
 	}
 	c := b.b[b.off]
@@ -250,7 +258,7 @@ func (b *buf) uvarintLong() uint64 {
 	}
 	v, n := binary.Uvarint(b.b[b.off:])
 	if n <= 0 {
-		b.err = errShort
+		b.fail(errShort)
 		b.off = len(b.b)
 		return 0
 	}
@@ -265,7 +273,7 @@ func (b *buf) svarint() int64 {
 
 func (b *buf) bytes(n uint64) []byte {
 	if n > uint64(len(b.b)-b.off) {
-		b.err = errShort
+		b.fail(errShort)
 		b.off = len(b.b)
 		return nil
 	}
@@ -432,10 +440,12 @@ func (d *decoder) process(p []byte) error {
 type cols struct {
 	rec, time, addr, size *buf
 	bufs                  [4]buf
+	failed                bool // a column has an error: checked once per record
 }
 
 func (c *cols) init(p []byte, columnar bool) error {
-	c.bufs[0] = buf{b: p}
+	c.failed = false
+	c.bufs[0] = buf{b: p, failed: &c.failed}
 	if !columnar {
 		c.rec, c.time, c.addr, c.size = &c.bufs[0], &c.bufs[0], &c.bufs[0], &c.bufs[0]
 		return nil
@@ -451,12 +461,16 @@ func (c *cols) init(p []byte, columnar bool) error {
 		return errors.New("column lengths run past the end of their piece")
 	}
 	a, b, c2 := lens[0], lens[0]+lens[1], lens[0]+lens[1]+lens[2]
-	c.bufs = [4]buf{{b: rest[:a]}, {b: rest[a:b]}, {b: rest[b:c2]}, {b: rest[c2:]}}
+	f := &c.failed
+	c.bufs = [4]buf{{b: rest[:a], failed: f}, {b: rest[a:b], failed: f}, {b: rest[b:c2], failed: f}, {b: rest[c2:], failed: f}}
 	c.rec, c.time, c.addr, c.size = &c.bufs[0], &c.bufs[1], &c.bufs[2], &c.bufs[3]
 	return nil
 }
 
 func (c *cols) err() error {
+	if !c.failed {
+		return nil
+	}
 	for i := range c.bufs {
 		if c.bufs[i].err != nil {
 			return c.bufs[i].err
@@ -546,7 +560,7 @@ func (d *decoder) addr(c *cols, from *backRing) uint64 {
 	}
 	back := v >> 2
 	if from == nil || back == 0 || back > backRefs || back > from.n || from.ring == nil {
-		c.addr.err = fmt.Errorf("bad back-reference to address -%d", back)
+		c.addr.fail(fmt.Errorf("bad back-reference to address -%d", back))
 		return 0
 	}
 	return from.ring[(from.n-back)%backRefs]
