@@ -46,7 +46,7 @@ HIDDEN void live_unmap(void *p, size_t n);
 
 HIDDEN size_t live_freeze(void);
 HIDDEN void live_thaw(void);
-HIDDEN size_t live_collect(struct lt_ent *out, size_t n);
+HIDDEN int live_shard(unsigned i, const struct lt_ent **tab, size_t *cap);
 HIDDEN const struct region *live_maps(size_t *n);
 HIDDEN const struct region *tracer_maps_get(size_t *n);
 HIDDEN void live_lists_ranges(uintptr_t lo[2], uintptr_t hi[2]);

@@ -21,58 +21,304 @@
 #include "live.h"
 
 enum { UNREACHED, POSSIBLE, REACHABLE, INDIRECT, DEFINITE };
+#define KIND 7       // the verdict bits of a block's state byte
+#define MAPPING 0x40 // a mapping, not a malloc block
+#define NOSCAN 0x80  // do not read its content (read-only or shared mapping)
 
 struct blk {
 	uintptr_t addr, end;
 };
 
-static struct blk *blks;
-static uint8_t *state;
-static uint8_t *scannable; // 0: do not read its content (read-only or shared mapping)
-static uint8_t *heapblk;   // 1: a malloc block, 0: a mapping
+static struct blk *blks; // in address order
+static uint8_t *state;   // per block: kind | MAPPING | NOSCAN
 static uint64_t *indirect;
 static uint32_t *work;
 static size_t nblk, nwork;
 static uintptr_t lo_all, hi_all;
 
-// Page index: for each 4 KiB page of a populated 1 GiB window, the index
-// of the first block that ends after the page starts.
-#define MAX_WINDOWS 256
-static struct {
-	uintptr_t gib;
-	uint32_t *first;
-} windows[MAX_WINDOWS];
-static int nwindows;
+// Block index: a bit per 8 bytes of address space where a block starts,
+// kept for each 256 KiB chunk that holds a start, with the number of
+// blocks starting below each 512 bytes (the rank). A start's rank is its
+// block's position in address order, and the block holding a word is
+// found with one popcount instead of a search.
+//
+// Sorting works with the cache: a first pass over the table counts the
+// blocks of each chunk, a second copies each entry to the part of blks
+// its group of consecutive chunks (~64 K blocks) will occupy (a few
+// hundred write streams), and each group is then put in order by rank
+// from a small scratch copy. Random accesses across hundreds of MiB, as
+// a radix pass over 16 bits or a placement by rank makes, miss the
+// cache and the TLB on every block: seconds for 16 M blocks.
+#define CHUNK_SHIFT 18
+#define DENT_SHIFT 9
+#define NDENT (1u << (CHUNK_SHIFT - DENT_SHIFT))
+struct dent {
+	uint64_t bits;
+	uint32_t rank, pad;
+};
+struct chunk {
+	uintptr_t key; // chunk number + 1; 0: an empty slot
+	struct dent *d;
+	uint32_t count, group;
+};
+static struct chunk *ctab; // open addressing, at most half full
+static size_t ccap, nchunks;
+static int cbits;
+static uintptr_t last_cn = UINTPTR_MAX; // find's last chunk
+static const struct dent *last_d;
 
-static uint32_t *window(uintptr_t gib, int create) {
-	for (int i = 0; i < nwindows; i++)
-		if (windows[i].gib == gib)
-			return windows[i].first;
-	if (!create || nwindows == MAX_WINDOWS)
-		return NULL;
-	uint32_t *f = live_map((1u << 18) * sizeof(uint32_t));
-	if (!f)
-		return NULL;
-	memset(f, 0xff, (1u << 18) * sizeof(uint32_t));
-	windows[nwindows].gib = gib;
-	windows[nwindows].first = f;
-	nwindows++;
-	return f;
+// Directories come from arenas mapped as they fill.
+#define ARENA_BYTES (32u << 20)
+#define MAX_ARENAS 4096
+static void *arenas[MAX_ARENAS];
+static int narenas;
+static size_t arena_used;
+
+// Chunk numbers in address order, and per group its end in blks and its
+// first chunk in that order.
+static uint64_t *corder;
+static size_t *gend, *gchunk, *gnext;
+static size_t ngroups, gmem_len;
+static struct blk *scratch;
+static struct dent **sdent; // each scratch block's directory entry
+static size_t scratch_len;
+
+// Blocks that cross a chunk boundary, by rank in address order: a word
+// in a chunk where no block starts can only be inside one of them.
+static uint64_t *span;
+static size_t nspan, span_cap;
+// Blocks of 64 KiB or more: malloc maps the large ones itself.
+static uint32_t *large;
+static size_t nlarge, large_cap;
+
+static inline unsigned pop64(uint64_t x) {
+	x -= (x >> 1) & 0x5555555555555555u;
+	x = (x & 0x3333333333333333u) + ((x >> 2) & 0x3333333333333333u);
+	x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fu;
+	return (unsigned)((x * 0x0101010101010101u) >> 56);
 }
 
-static void index_blocks(void) {
-	for (size_t i = 0; i < nblk; i++) {
-		uintptr_t a = blks[i].addr & ~(uintptr_t)4095;
-		uintptr_t e = blks[i].end ? blks[i].end - 1 : blks[i].addr;
-		for (; a <= e; a += 4096) {
-			uint32_t *f = window(a >> 30, 1);
-			if (!f)
-				break;
-			uint32_t *slot = &f[(a >> 12) & ((1u << 18) - 1)];
-			if (*slot == UINT32_MAX)
-				*slot = (uint32_t)i;
+static inline size_t chash(uintptr_t c) { return (size_t)((c * 0x9e3779b97f4a7c15u) >> (64 - cbits)); }
+
+static inline struct chunk *chunk_find(uintptr_t c) {
+	for (size_t m = ccap - 1, j = chash(c);; j = (j + 1) & m) {
+		if (ctab[j].key == c + 1)
+			return &ctab[j];
+		if (!ctab[j].key)
+			return NULL;
+	}
+}
+
+static int ctab_resize(int bits) {
+	struct chunk *old = ctab;
+	size_t oldcap = ccap;
+	struct chunk *t = live_map(((size_t)1 << bits) * sizeof *t);
+	if (!t)
+		return 0;
+	ctab = t;
+	ccap = (size_t)1 << bits;
+	cbits = bits;
+	for (size_t i = 0; i < oldcap; i++) {
+		if (!old[i].key)
+			continue;
+		size_t j = chash(old[i].key - 1);
+		while (ctab[j].key)
+			j = (j + 1) & (ccap - 1);
+		ctab[j] = old[i];
+	}
+	if (old)
+		live_unmap(old, oldcap * sizeof *old);
+	return 1;
+}
+
+static struct chunk *chunk_get(uintptr_t c) {
+	size_t j = chash(c);
+	while (ctab[j].key) {
+		if (ctab[j].key == c + 1)
+			return &ctab[j];
+		j = (j + 1) & (ccap - 1);
+	}
+	if ((nchunks + 1) * 2 > ccap) {
+		if (!ctab_resize(cbits + 1))
+			return NULL;
+		j = chash(c);
+		while (ctab[j].key)
+			j = (j + 1) & (ccap - 1);
+	}
+	ctab[j].key = c + 1;
+	nchunks++;
+	return &ctab[j];
+}
+
+static struct dent *dir_alloc(void) {
+	size_t need = NDENT * sizeof(struct dent);
+	if (!narenas || arena_used + need > ARENA_BYTES) {
+		void *a = narenas < MAX_ARENAS ? live_map(ARENA_BYTES) : NULL;
+		if (!a)
+			return NULL;
+		arenas[narenas++] = a;
+		arena_used = 0;
+	}
+	struct dent *d = (struct dent *)((char *)arenas[narenas - 1] + arena_used);
+	arena_used += need;
+	return d;
+}
+
+static inline int spans(uintptr_t a, uintptr_t e) { return e > a && ((e - 1) >> CHUNK_SHIFT) != (a >> CHUNK_SHIFT); }
+
+// index_note counts a block in its chunk, as it is copied from the table.
+static inline int index_note(uintptr_t a, uintptr_t e) {
+	struct chunk *c = chunk_get(a >> CHUNK_SHIFT);
+	if (!c)
+		return 0;
+	c->count++;
+	if (a < lo_all)
+		lo_all = a;
+	if (e >= hi_all)
+		hi_all = e + 1;
+	span_cap += spans(a, e);
+	large_cap += e - a >= (64u << 10);
+	return 1;
+}
+
+static inline size_t rank_of(uintptr_t a) {
+	const struct dent *x = &chunk_find(a >> CHUNK_SHIFT)->d[(a >> DENT_SHIFT) & (NDENT - 1)];
+	return x->rank + pop64(x->bits & ((1ull << ((a >> 3) & 63)) - 1));
+}
+
+// sort_u64 is a heapsort: it needs no memory, and nothing here may call
+// malloc.
+static void sift_u64(uint64_t *a, size_t k, size_t n) {
+	uint64_t v = a[k];
+	for (;;) {
+		size_t c = 2 * k + 1;
+		if (c >= n)
+			break;
+		if (c + 1 < n && a[c + 1] > a[c])
+			c++;
+		if (a[c] <= v)
+			break;
+		a[k] = a[c];
+		k = c;
+	}
+	a[k] = v;
+}
+
+static void sort_u64(uint64_t *a, size_t n) {
+	for (size_t k = n / 2; k-- > 0;)
+		sift_u64(a, k, n);
+	for (size_t m = n; m-- > 1;) {
+		uint64_t t = a[0];
+		a[0] = a[m];
+		a[m] = t;
+		sift_u64(a, 0, m);
+	}
+}
+
+// index_groups forms groups of the n blocks counted and maps the
+// directories; returns -1 when out of memory.
+static int index_groups(size_t n) {
+	gmem_len = (nchunks + 1) * (sizeof *corder + 3 * sizeof(size_t));
+	corder = live_map(gmem_len);
+	if (!corder)
+		return -1;
+	gend = (size_t *)(corder + nchunks + 1);
+	gchunk = gend + nchunks + 1;
+	gnext = gchunk + nchunks + 1;
+	size_t nc = 0;
+	for (size_t i = 0; i < ccap; i++)
+		if (ctab[i].key)
+			corder[nc++] = ctab[i].key - 1;
+	sort_u64(corder, nc);
+
+	// Groups of consecutive chunks; directories in address order.
+	size_t target = n / 512 > 65536 ? n / 512 : 65536;
+	size_t pos = 0, gsize = 0, maxg = 0;
+	ngroups = 0;
+	for (size_t i = 0; i < nc; i++) {
+		struct chunk *c = chunk_find(corder[i]);
+		if (!(c->d = dir_alloc()))
+			return -1;
+		if (!ngroups || (gsize && gsize + c->count > target)) {
+			gnext[ngroups] = pos;
+			gchunk[ngroups] = i;
+			ngroups++;
+			gsize = 0;
+		}
+		c->group = (uint32_t)(ngroups - 1);
+		gsize += c->count;
+		pos += c->count;
+		gend[ngroups - 1] = pos;
+		if (gsize > maxg)
+			maxg = gsize;
+	}
+	gchunk[ngroups] = nc;
+	scratch_len = (maxg + 1) * (sizeof *scratch + sizeof *sdent);
+	if (!(scratch = live_map(scratch_len)))
+		return -1;
+	sdent = (struct dent **)(scratch + maxg + 1);
+
+	return 0;
+}
+
+static inline void index_scatter(uintptr_t a, uintptr_t e) {
+	size_t g = chunk_find(a >> CHUNK_SHIFT)->group;
+	blks[gnext[g]++] = (struct blk){a, e};
+}
+
+// index_place puts each group in address order, by rank; returns how
+// many blocks there are (blocks starting in the same 8 bytes count once).
+static size_t index_place(void) {
+	// Blocks starting in the same 8 bytes (none, with malloc) share a
+	// rank: a group's blocks land at or below where its copies were,
+	// never on a later group's.
+	size_t rank = 0;
+	for (size_t g = 0; g < ngroups; g++) {
+		size_t s = g ? gend[g - 1] : 0, m = gend[g] - s;
+		memcpy(scratch, blks + s, m * sizeof *scratch);
+		for (size_t k = 0; k < m; k++) {
+			uintptr_t a = scratch[k].addr;
+			struct dent *x = &chunk_find(a >> CHUNK_SHIFT)->d[(a >> DENT_SHIFT) & (NDENT - 1)];
+			x->bits |= 1ull << ((a >> 3) & 63);
+			sdent[k] = x;
+		}
+		for (size_t i = gchunk[g]; i < gchunk[g + 1]; i++) {
+			struct dent *d = chunk_find(corder[i])->d;
+			for (unsigned j = 0; j < NDENT; j++) {
+				d[j].rank = (uint32_t)rank;
+				rank += pop64(d[j].bits);
+			}
+		}
+		for (size_t k = 0; k < m; k++) {
+			struct blk b = scratch[k];
+			const struct dent *x = sdent[k];
+			size_t r = x->rank + pop64(x->bits & ((1ull << ((b.addr >> 3) & 63)) - 1));
+			blks[r] = b;
+			if (spans(b.addr, b.end) && nspan < span_cap)
+				span[nspan++] = r;
+			if (b.end - b.addr >= (64u << 10) && nlarge < large_cap)
+				large[nlarge++] = (uint32_t)r;
 		}
 	}
+	return rank;
+}
+
+static void index_free(void) {
+	for (int i = 0; i < narenas; i++)
+		live_unmap(arenas[i], ARENA_BYTES);
+	narenas = 0;
+	if (ctab)
+		live_unmap(ctab, ccap * sizeof *ctab);
+	ctab = NULL;
+	ccap = nchunks = 0;
+	last_cn = UINTPTR_MAX;
+	cbits = 0;
+	if (corder)
+		live_unmap(corder, gmem_len);
+	corder = NULL;
+	if (scratch)
+		live_unmap(scratch, scratch_len);
+	scratch = NULL;
 }
 
 static long find_raw(uintptr_t w);
@@ -83,7 +329,7 @@ static long find_raw(uintptr_t w);
 // pointer is malloc's, not the program's.
 static inline long find(uintptr_t w) {
 	long i = find_raw(w);
-	if (i >= 0 && heapblk[i]) {
+	if (i >= 0 && !(state[i] & MAPPING)) {
 		uintptr_t size = blks[i].end - blks[i].addr;
 		uintptr_t chunk = (size + 8 + 15) & ~(uintptr_t)15;
 		if (chunk < 32)
@@ -94,62 +340,61 @@ static inline long find(uintptr_t w) {
 	return i;
 }
 
-static long find_raw(uintptr_t w) {
-	if (w < lo_all || w >= hi_all)
-		return -1;
-	uint32_t *f = window(w >> 30, 0);
-	if (!f)
-		return -1;
-	uint32_t i = f[(w >> 12) & ((1u << 18) - 1)];
-	if (i == UINT32_MAX)
-		return -1;
-	// Blocks are at least 16 bytes apart: at most 257 start in a page
-	// (one more reaches into it). Binary search for the last block at or
-	// below w.
-	size_t lo = i, hi = i + 258 < nblk ? i + 258 : nblk;
-	while (hi - lo > 1) {
+// span_find returns the last block crossing a chunk boundary that starts
+// at or below w, or -1.
+static long span_find(uintptr_t w) {
+	size_t lo = 0, hi = nspan;
+	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
-		if (blks[mid].addr <= w)
-			lo = mid;
+		if (blks[span[mid]].addr <= w)
+			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	if (blks[lo].addr <= w && (w < blks[lo].end || w == blks[lo].addr))
-		return (long)lo;
+	return lo ? (long)span[lo - 1] : -1;
+}
+
+static inline long find_raw(uintptr_t w) {
+	if (w < lo_all || w >= hi_all)
+		return -1;
+	// Consecutive words mostly point into the same chunk.
+	uintptr_t cn = w >> CHUNK_SHIFT;
+	if (cn != last_cn) {
+		const struct chunk *c = chunk_find(cn);
+		last_cn = cn;
+		last_d = c ? c->d : NULL;
+	}
+	const struct dent *d = last_d;
+	long i;
+	if (d) {
+		// The last block starting at or below w, wherever it starts.
+		const struct dent *x = &d[(w >> DENT_SHIFT) & (NDENT - 1)];
+		i = (long)x->rank + (long)pop64(x->bits & ((2ull << ((w >> 3) & 63)) - 1)) - 1;
+		if (i >= 0 && blks[i].addr > w)
+			i--; // it starts in w's 8 bytes, above w
+	} else {
+		i = span_find(w);
+	}
+	if (i >= 0 && (w < blks[i].end || w == blks[i].addr))
+		return i;
 	return -1;
 }
 
-static size_t radix_count[65536 + 1];
-
-// radix_sort orders blocks by address in four passes of 16 bits: linear in
-// the number of blocks, which can be tens of millions.
-static void radix_sort(struct blk *a, struct blk *tmp, size_t n) {
-	for (int shift = 0; shift < 64; shift += 16) {
-		memset(radix_count, 0, sizeof radix_count);
-		for (size_t i = 0; i < n; i++)
-			radix_count[((a[i].addr >> shift) & 0xffff) + 1]++;
-		if (radix_count[((a[0].addr >> shift) & 0xffff) + 1] == n)
-			continue; // every block shares these bits
-		for (size_t k = 0; k < 65536; k++)
-			radix_count[k + 1] += radix_count[k];
-		for (size_t i = 0; i < n; i++)
-			tmp[radix_count[(a[i].addr >> shift) & 0xffff]++] = a[i];
-		memcpy(a, tmp, n * sizeof *a);
-	}
-}
-
 // ---- marking ------------------------------------------------------------------
+
+static inline void set_kind(size_t i, uint8_t k) { state[i] = (uint8_t)((state[i] & ~KIND) | k); }
 
 static inline void reach(uintptr_t w) {
 	long i = find(w);
 	if (i < 0)
 		return;
 	uint8_t want = w == blks[i].addr ? REACHABLE : POSSIBLE;
-	if (state[i] == UNREACHED) {
-		state[i] = want;
+	uint8_t k = state[i] & KIND;
+	if (k == UNREACHED) {
+		set_kind((size_t)i, want);
 		work[nwork++] = (uint32_t)i;
-	} else if (state[i] == POSSIBLE && want == REACHABLE) {
-		state[i] = REACHABLE;
+	} else if (k == POSSIBLE && want == REACHABLE) {
+		set_kind((size_t)i, REACHABLE);
 	}
 }
 
@@ -160,9 +405,9 @@ static inline void reach_any(uintptr_t w) {
 	long i = find(w);
 	if (i < 0)
 		return;
-	if (state[i] == UNREACHED)
+	if ((state[i] & KIND) == UNREACHED)
 		work[nwork++] = (uint32_t)i;
-	state[i] = REACHABLE;
+	set_kind((size_t)i, REACHABLE);
 }
 
 static void scan_range(uintptr_t from, uintptr_t to, void (*fn)(uintptr_t)) {
@@ -174,7 +419,7 @@ static void scan_range(uintptr_t from, uintptr_t to, void (*fn)(uintptr_t)) {
 static void flood_roots(void) {
 	while (nwork) {
 		uint32_t i = work[--nwork];
-		if (scannable[i])
+		if (!(state[i] & NOSCAN))
 			scan_range(blks[i].addr, blks[i].end, reach);
 	}
 }
@@ -185,13 +430,14 @@ static inline void reach_clique(uintptr_t w) {
 	long i = find(w);
 	if (i < 0 || (uint32_t)i == leader)
 		return;
-	if (state[i] == UNREACHED) {
-		state[i] = INDIRECT;
+	uint8_t k = state[i] & KIND;
+	if (k == UNREACHED) {
+		set_kind((size_t)i, INDIRECT);
 		indirect[leader] += blks[i].end - blks[i].addr;
 		work[nwork++] = (uint32_t)i;
-	} else if (state[i] == DEFINITE) {
+	} else if (k == DEFINITE) {
 		// An earlier leader is pointed to by this one: it joins the clique.
-		state[i] = INDIRECT;
+		set_kind((size_t)i, INDIRECT);
 		indirect[leader] += blks[i].end - blks[i].addr + indirect[i];
 		indirect[i] = 0;
 	}
@@ -199,15 +445,15 @@ static inline void reach_clique(uintptr_t w) {
 
 static void cliques(void) {
 	for (size_t k = 0; k < nblk; k++) {
-		if (state[k] != UNREACHED)
+		if ((state[k] & KIND) != UNREACHED)
 			continue;
 		leader = (uint32_t)k;
-		state[k] = DEFINITE;
-		if (scannable[k])
+		set_kind(k, DEFINITE);
+		if (!(state[k] & NOSCAN))
 			scan_range(blks[k].addr, blks[k].end, reach_clique);
 		while (nwork) {
 			uint32_t i = work[--nwork];
-			if (scannable[i])
+			if (!(state[i] & NOSCAN))
 				scan_range(blks[i].addr, blks[i].end, reach_clique);
 		}
 	}
@@ -452,9 +698,12 @@ static void root_mappings(uintptr_t sp) {
 		add_cut(llo[i] & ~(uintptr_t)4095, (lhi[i] + 4095) & ~(uintptr_t)4095);
 	for (int i = 0; i < nthreads_known; i++)
 		add_cut(threads_known[i].lo & ~(uintptr_t)4095, threads_known[i].hi);
-	for (size_t i = 0; i < nblk; i++) // malloc's own mappings of large blocks
-		if (heapblk[i] && blks[i].end - blks[i].addr >= (64u << 10))
-			add_cut((blks[i].addr - 16) & ~(uintptr_t)4095, (blks[i].end + 4095) & ~(uintptr_t)4095);
+	for (size_t k = 0; k < nlarge; k++) { // malloc's own mappings of large blocks
+		const struct blk *b = &blks[large[k]];
+		if (state[large[k]] & MAPPING)
+			continue;
+		add_cut((b->addr - 16) & ~(uintptr_t)4095, (b->end + 4095) & ~(uintptr_t)4095);
+	}
 	uintptr_t exiting_lo = 0, exiting_hi = 0;
 	if (sp) {
 		for (int i = 0; i < nmaps_read; i++)
@@ -550,7 +799,7 @@ static void vvarint(uint64_t v) {
 static void encode_verdicts(uint64_t t0) {
 	size_t nv = 0;
 	for (size_t i = 0; i < nblk; i++)
-		nv += state[i] != REACHABLE;
+		nv += (state[i] & KIND) != REACHABLE;
 	vlen = 0;
 	uint8_t tag = REC_SCAN;
 	vput(&tag, 1);
@@ -560,12 +809,13 @@ static void encode_verdicts(uint64_t t0) {
 	vvarint(nv);
 	uintptr_t prev = 0;
 	for (size_t i = 0; i < nblk; i++) {
-		if (state[i] == REACHABLE)
+		uint8_t kind = state[i] & KIND;
+		if (kind == REACHABLE)
 			continue;
 		int64_t d = (int64_t)(blks[i].addr - prev);
 		prev = blks[i].addr;
 		vvarint(((uint64_t)d << 1) ^ (uint64_t)(d >> 63));
-		uint8_t k = state[i] == DEFINITE ? 1 : state[i] == INDIRECT ? 2 : 3;
+		uint8_t k = kind == DEFINITE ? 1 : kind == INDIRECT ? 2 : 3;
 		vput(&k, 1);
 		if (k == 1)
 			vvarint(indirect[i]);
@@ -573,12 +823,28 @@ static void encode_verdicts(uint64_t t0) {
 			size_t n = blks[i].end - blks[i].addr;
 			if (n > (size_t)scan_content_bytes)
 				n = (size_t)scan_content_bytes;
-			if (!scannable[i])
+			if (state[i] & NOSCAN)
 				n = 0;
 			vvarint(n);
 			vput((const void *)blks[i].addr, n);
 		}
 	}
+}
+
+static void *unmap_if(void *p, size_t n) {
+	if (p)
+		live_unmap(p, n);
+	return NULL;
+}
+
+static void scan_free(size_t cap) {
+	index_free();
+	blks = unmap_if(blks, cap * sizeof *blks);
+	state = unmap_if(state, cap);
+	indirect = unmap_if(indirect, cap * sizeof *indirect);
+	work = unmap_if(work, cap * sizeof *work);
+	span = unmap_if(span, (span_cap + 1) * sizeof *span);
+	large = unmap_if(large, (large_cap + 1) * sizeof *large);
 }
 
 HIDDEN int scan_run(void) {
@@ -603,46 +869,61 @@ HIDDEN int scan_run(void) {
 	size_t nmaps;
 	const struct region *maps = live_maps(&nmaps);
 	size_t cap = nheap + nmaps + 1;
-	struct blk *tmp = live_map(cap * sizeof *tmp);
+
 	blks = live_map(cap * sizeof *blks);
 	state = live_map(cap);
-	scannable = live_map(cap);
-	heapblk = live_map(cap);
 	indirect = live_map(cap * sizeof *indirect);
 	work = live_map(cap * sizeof *work);
-	if (!tmp || !blks || !state || !scannable || !heapblk || !indirect || !work) {
+	int ok = blks && state && indirect && work && ctab_resize(10);
+	lo_all = UINTPTR_MAX;
+	hi_all = 0;
+	span_cap = large_cap = nspan = nlarge = 0;
+	uint64_t bytes = 0;
+	// The table is read where it lies, twice: once to count each chunk's
+	// blocks, once to copy them to their groups.
+	size_t n = 0;
+	const struct lt_ent *tab;
+	size_t tcap;
+	for (unsigned s = 0; ok && live_shard(s, &tab, &tcap); s++)
+		for (size_t j = 0; j < tcap && ok; j++)
+			if (tab[j].addr && n < cap) {
+				ok = index_note(tab[j].addr, tab[j].addr + tab[j].size);
+				bytes += tab[j].size;
+				n++;
+			}
+	for (size_t i = 0; i < nmaps && ok && n < cap; i++) {
+		ok = index_note(maps[i].start, maps[i].end);
+		bytes += maps[i].end - maps[i].start;
+		n++;
+	}
+	if (ok) {
+		span = live_map((span_cap + 1) * sizeof *span);
+		large = live_map((large_cap + 1) * sizeof *large);
+		ok = span && large && index_groups(n) == 0;
+	}
+	if (!ok) {
 		live_thaw();
 		proc_note("not enough memory for the reachability scan of %zu blocks", nheap);
-		return 0; // (a few arrays may stay mapped: the process is ending)
+		scan_free(cap);
+		return 0;
 	}
-	// The table's entries (address, size) become blocks (address, end) in
-	// place: one array less to fault in for a heap of millions of blocks.
-	_Static_assert(sizeof(struct lt_ent) == sizeof(struct blk), "entry and block differ in size");
-	size_t k = live_collect((struct lt_ent *)blks, nheap);
-	for (size_t i = 0; i < k; i++)
-		blks[i].end += blks[i].addr;
-	nblk = k;
-	for (size_t i = 0; i < nmaps; i++)
-		blks[nblk++] = (struct blk){maps[i].start, maps[i].end};
-	radix_sort(blks, tmp, nblk);
-	for (size_t i = 0; i < nblk; i++) {
-		scannable[i] = 1;
-		heapblk[i] = 1;
-		for (size_t j = 0; j < nmaps; j++) {
-			if (maps[j].start == blks[i].addr) {
-				// Read-only or shared mappings hold no pointers of ours
-				// worth the cost of reading them.
-				scannable[i] = (maps[j].prot & PROT_READ) && (maps[j].prot & PROT_WRITE) &&
-					       !(maps[j].flags & MAP_SHARED);
-				heapblk[i] = 0;
-				break;
+	size_t k = 0;
+	for (unsigned s = 0; live_shard(s, &tab, &tcap); s++)
+		for (size_t j = 0; j < tcap; j++)
+			if (tab[j].addr && k < n) {
+				index_scatter(tab[j].addr, tab[j].addr + tab[j].size);
+				k++;
 			}
-		}
+	for (size_t i = 0; i < nmaps && k < n; i++, k++)
+		index_scatter(maps[i].start, maps[i].end);
+	nblk = index_place();
+	for (size_t i = 0; i < nmaps; i++) {
+		// Read-only or shared mappings hold no pointers of ours worth
+		// the cost of reading them.
+		int scannable = (maps[i].prot & PROT_READ) && (maps[i].prot & PROT_WRITE) && !(maps[i].flags & MAP_SHARED);
+		state[rank_of(maps[i].start)] = MAPPING | (scannable ? 0 : NOSCAN);
 	}
-	lo_all = nblk ? blks[0].addr : 0;
-	hi_all = nblk ? blks[nblk - 1].end + 1 : 0;
-	nwindows = 0;
-	index_blocks();
+	sort_u64(span, nspan);
 
 	nwork = 0;
 	for (int i = 0; i < nsegs; i++)
@@ -656,26 +937,13 @@ HIDDEN int scan_run(void) {
 	proc_lock();
 	proc_put(vbuf, vlen);
 	proc_unlock();
-	if (cfg.verbose) {
-		uint64_t bytes = 0;
-		for (size_t i = 0; i < nblk; i++)
-			bytes += blks[i].end - blks[i].addr;
+	if (cfg.verbose)
 		logmsg("scanned %zu blocks (%llu MiB) in %llu ms", nblk, (unsigned long long)(bytes >> 20),
 		       (unsigned long long)(((now_units() - t0) << TIME_SHIFT) / 1000000));
-	}
 	if (vbuf)
 		live_unmap(vbuf, vcap);
 	vbuf = NULL;
 	vcap = vlen = 0;
-
-	for (int i = 0; i < nwindows; i++)
-		live_unmap(windows[i].first, (1u << 18) * sizeof(uint32_t));
-	live_unmap(tmp, cap * sizeof *tmp);
-	live_unmap(blks, cap * sizeof *blks);
-	live_unmap(state, cap);
-	live_unmap(scannable, cap);
-	live_unmap(heapblk, cap);
-	live_unmap(indirect, cap * sizeof *indirect);
-	live_unmap(work, cap * sizeof *work);
+	scan_free(cap);
 	return 1;
 }
