@@ -32,7 +32,10 @@ $(BUILD)/libleak.so: $(SHIM_SRC) go.mod go.sum
 	$(GO) build -buildmode=c-shared -o $@ ./shim
 	@rm -f $(BUILD)/libleak.h
 
-$(BUILD)/leakanalyze: $(GO_SRC)
+# go build optimizes with cmd/leakanalyze/default.pgo, a CPU profile of
+# leakanalyze --format json on an alloc_bench trace (made with
+# LEAKANALYZE_CPUPROFILE=FILE; see docs/benchmarks.md).
+$(BUILD)/leakanalyze: $(GO_SRC) cmd/leakanalyze/default.pgo
 	@mkdir -p $(BUILD)
 	$(GO) build -o $@ ./cmd/leakanalyze
 

@@ -73,5 +73,7 @@ func fileExists(p string) bool {
 }
 
 func main() {
-	os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
+	rc := dispatch(os.Args[1:], os.Stdout, os.Stderr)
+	stopProfile()
+	os.Exit(rc)
 }
