@@ -39,7 +39,7 @@ func (t *blockTable) find(a uint64) (i uint64, found bool) {
 // insertAt puts a new block into the empty slot find returned for its
 // address; it reports false when the table must grow first (put then).
 func (t *blockTable) insertAt(i uint64, b Block) bool {
-	if (t.n+1)*4 > len(t.keys)*3 {
+	if (t.n+1)*2 > len(t.keys) {
 		return false
 	}
 	t.keys[i], t.vals[i] = b.Addr, b
@@ -59,7 +59,7 @@ func (t *blockTable) get(a uint64) (Block, bool) {
 }
 
 func (t *blockTable) put(a uint64, b Block) {
-	if (t.n+1)*4 > len(t.keys)*3 {
+	if (t.n+1)*2 > len(t.keys) {
 		t.grow()
 	}
 	for i := hashAddr(a) & t.mask; ; i = (i + 1) & t.mask {
