@@ -201,6 +201,7 @@ func Add(rep *report.Report, in *Input, o Options) {
 		times []uint64
 	}
 	groups := map[string]*acc{}
+	groupKeys := map[uint64]string{}
 	var order []string
 	add := func(b replay.Block, source string) {
 		if b.Stack == 0 {
@@ -220,7 +221,13 @@ func Add(rep *report.Report, in *Input, o Options) {
 			}
 		}
 		fr := frames(b.Stack)
-		key := kind + "\x00" + source + "\x00" + groupKey(fr, o.Group, b.Stack)
+		gk, ok := groupKeys[b.Stack]
+		if !ok {
+			// Once per stack, not per block: a site can hold many blocks.
+			gk = groupKey(fr, o.Group, b.Stack)
+			groupKeys[b.Stack] = gk
+		}
+		key := kind + "\x00" + source + "\x00" + gk
 		a := groups[key]
 		if a == nil {
 			a = &acc{leak: report.Leak{Pid: h.Pid, Kind: kind, Source: source,
