@@ -484,11 +484,6 @@ func (d *decoder) thread(s *slotState, p []byte) error {
 	if err := c.init(p, d.version >= 2); err != nil {
 		return err
 	}
-	// Every event has at least one byte in the time column, and most
-	// exactly one: sized once, the run does not grow by copies.
-	if n := len(c.time.b); d.version >= 2 && cap(d.cur.ev) < n {
-		d.cur.ev = make([]event.Event, 0, n)
-	}
 	b := c.rec
 	for b.off < len(b.b) && b.err == nil {
 		tag := b.byte()
