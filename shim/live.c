@@ -51,6 +51,15 @@ static inline void spin_unlock(int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE
 
 static inline uint64_t mix(uintptr_t a) { return (uint64_t)(a >> 4) * 0x9e3779b97f4a7c15u; }
 
+// A block's shard follows from the 64 MiB region it lies in, not from the
+// block itself: glibc gives each thread an arena of its own (64 MiB
+// aligned), so a thread's allocations and frees keep to its own shards,
+// whose locks stay in its core's cache instead of moving between cores on
+// every call. A free from another thread still finds the block.
+static inline struct shard *shard_of(uintptr_t a) {
+	return &shards[(uint64_t)(a >> 26) * 0x9e3779b97f4a7c15u >> (64 - SHARD_BITS)];
+}
+
 static void *raw_map(size_t n) {
 	void *p = real.mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED)
@@ -98,7 +107,7 @@ static int grow(struct shard *s) {
 HIDDEN void live_add(void *p, size_t size) {
 	uintptr_t a = (uintptr_t)p;
 	uint64_t h = mix(a);
-	struct shard *s = &shards[h >> (64 - SHARD_BITS)];
+	struct shard *s = shard_of(a);
 	spin_lock(&s->lock);
 	if ((s->live + 1) * 4 > s->cap * 3 && !grow(s)) {
 		spin_unlock(&s->lock);
@@ -125,7 +134,7 @@ HIDDEN void live_add(void *p, size_t size) {
 HIDDEN long live_del(void *p) {
 	uintptr_t a = (uintptr_t)p;
 	uint64_t h = mix(a);
-	struct shard *s = &shards[h >> (64 - SHARD_BITS)];
+	struct shard *s = shard_of(a);
 	long size = -1;
 	spin_lock(&s->lock);
 	if (s->cap) {
