@@ -123,8 +123,8 @@ HIDDEN void live_add(void *p, size_t size) {
 	spin_unlock(&s->lock);
 }
 
-// live_del removes a block and returns its size word (see LT_SIZE), or -1
-// when the block is not in the table.
+// live_del removes a block and returns its size, or -1 when the block is
+// not in the table.
 //
 // Deletion shifts later entries of the probe run back instead of leaving
 // a tombstone: a program that allocates and frees at a steady rate would

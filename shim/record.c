@@ -339,8 +339,6 @@ static inline uint8_t *put_stack(struct tstate *s, uint8_t *p, const uintptr_t *
 	return p;
 }
 
-// ---- events -------------------------------------------------------------------
-
 // ---- events in flight ----------------------------------------------------------
 // An event's time is taken before its record is committed, sometimes long
 // before (a free takes it before calling the allocator; a thread can be
@@ -381,6 +379,19 @@ HIDDEN uint64_t rec_time_before(void) {
 HIDDEN void rec_cancel(void) {
 	if (t_state)
 		__atomic_store_n(&t_state->pending, 0, __ATOMIC_RELEASE);
+}
+
+// ---- events -------------------------------------------------------------------
+
+// capture unwinds the calling thread's stack into pcs; its own
+// allocations (the unwinder's) are not the program's.
+static inline int capture(uintptr_t *pcs) {
+	int saved = errno;
+	t_guard++;
+	int n = unwind_capture(pcs, cfg.depth);
+	t_guard--;
+	errno = saved;
+	return n;
 }
 
 #define BEGIN_EVENT(size)                                                     \
@@ -425,13 +436,8 @@ HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
 		live_add(ptr, size); // its lock orders the mark before the time
 	else
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	if (with_stack) {
-		int saved = errno;
-		t_guard++;
-		n = unwind_capture(pcs, cfg.depth);
-		t_guard--;
-		errno = saved;
-	}
+	if (with_stack)
+		n = capture(pcs);
 	BEGIN_EVENT(RECORD_MAX);
 	uint64_t id = 0;
 	if (with_stack)
@@ -454,16 +460,10 @@ HIDDEN void rec_free(int op, void *ptr, uint64_t t_before) {
 
 HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_before, int with_stack) {
 	uintptr_t pcs[MAX_DEPTH];
-	int n = 0;
-	announce();
+	int n = 0; // the hooks announced this event before taking t_before
 	with_stack = with_stack && ptr;
-	if (with_stack) {
-		int saved = errno;
-		t_guard++;
-		n = unwind_capture(pcs, cfg.depth);
-		t_guard--;
-		errno = saved;
-	}
+	if (with_stack)
+		n = capture(pcs);
 	if (ptr && live_enabled)
 		live_add(ptr, size);
 	BEGIN_EVENT(RECORD_MAX);
@@ -485,11 +485,7 @@ HIDDEN void rec_mmap(void *ptr, size_t len, int prot, int flags) {
 	uintptr_t pcs[MAX_DEPTH];
 	announce();
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	int saved = errno;
-	t_guard++;
-	int n = unwind_capture(pcs, cfg.depth);
-	t_guard--;
-	errno = saved;
+	int n = capture(pcs);
 	BEGIN_EVENT(RECORD_MAX);
 	uint64_t id;
 	p = put_stack(s, p, pcs, n, &id);
@@ -516,11 +512,7 @@ HIDDEN void rec_munmap(void *ptr, size_t len, uint64_t t_before) {
 
 HIDDEN void rec_mremap(void *old, size_t oldlen, void *ptr, size_t len, uint64_t t_before) {
 	uintptr_t pcs[MAX_DEPTH];
-	int saved = errno;
-	t_guard++;
-	int n = unwind_capture(pcs, cfg.depth);
-	t_guard--;
-	errno = saved;
+	int n = capture(pcs);
 	BEGIN_EVENT(RECORD_MAX);
 	uint64_t id;
 	p = put_stack(s, p, pcs, n, &id);
@@ -766,14 +758,10 @@ static void out_columns(struct tstate *s, const uint8_t *p, size_t n, uint64_t u
 			p = copy_varint(p, end, &w[COL_REC]);
 		} else if (tag == REC_STACK) {
 			p = copy_varint(p, end, &w[COL_REC]);
-			uint64_t depth = 0;
-			for (int sh = 0; p < end; sh += 7) {
-				uint8_t b = *p;
-				depth |= (uint64_t)(b & 0x7f) << sh;
-				*w[COL_REC]++ = *p++;
-				if (!(b & 0x80))
-					break;
-			}
+			const uint8_t *q = p;
+			uint64_t depth = get_varint(&p, end);
+			memcpy(w[COL_REC], q, (size_t)(p - q));
+			w[COL_REC] += p - q;
 			for (uint64_t k = 0; k < depth && p < end; k++)
 				p = copy_varint(p, end, &w[COL_REC]);
 		} else if (tag == REC_DROPPED) {
