@@ -13,6 +13,9 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <link.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -25,11 +28,16 @@ enum { UNREACHED, POSSIBLE, REACHABLE, INDIRECT, DEFINITE };
 #define MAPPING 0x40 // a mapping, not a malloc block
 #define NOSCAN 0x80  // do not read its content (read-only or shared mapping)
 
-struct blk {
-	uintptr_t addr, end;
-};
-
-static struct blk *blks; // in address order
+// A block is one word: its address over 8 in the high 44 bits (user
+// addresses have 47), its size in the low 20. Half the 16 bytes an
+// address and an end would take: for a heap of 16 M small blocks that is
+// 128 MiB less memory to fault in at exit, which is most of what
+// building the array costs. Sizes of 1 MiB and more are kept whole with
+// the large blocks.
+#define SZ_BITS 20
+#define SZ_ESC ((1u << SZ_BITS) - 1)
+#define ADDR_LIMIT ((uintptr_t)1 << 47)
+static uint64_t *blks; // in address order
 static uint8_t *state;   // per block: kind | MAPPING | NOSCAN
 static uint64_t *indirect;
 static uint32_t *work;
@@ -79,7 +87,7 @@ static size_t arena_used;
 static uint64_t *corder;
 static size_t *gend, *gchunk, *gnext;
 static size_t ngroups, gmem_len;
-static struct blk *scratch;
+static uint64_t *scratch;
 static struct dent **sdent; // each scratch block's directory entry
 static size_t scratch_len;
 
@@ -87,9 +95,41 @@ static size_t scratch_len;
 // in a chunk where no block starts can only be inside one of them.
 static uint64_t *span;
 static size_t nspan, span_cap;
-// Blocks of 64 KiB or more: malloc maps the large ones itself.
-static uint32_t *large;
+// Blocks of 64 KiB or more, in address order: malloc maps the large
+// ones itself, and the sizes that do not fit a block's word are here.
+struct range {
+	uintptr_t addr, end;
+};
+static struct range *large;
 static size_t nlarge, large_cap;
+
+static int beyond_47; // a block above 2^47: no word holds its address
+
+static inline uint64_t blk_pack(uintptr_t a, uintptr_t e) {
+	uintptr_t n = e - a;
+	return (uint64_t)(a >> 3) << SZ_BITS | (n < SZ_ESC ? n : SZ_ESC);
+}
+
+static inline uintptr_t packed_addr(uint64_t v) { return (uintptr_t)(v >> SZ_BITS) << 3; }
+static inline uintptr_t blk_addr(size_t i) { return packed_addr(blks[i]); }
+
+static uintptr_t large_end(uintptr_t a) {
+	size_t lo = 0, hi = nlarge;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (large[mid].addr < a)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < nlarge && large[lo].addr == a ? large[lo].end : a + SZ_ESC;
+}
+
+static inline uintptr_t blk_end(size_t i) {
+	uint64_t v = blks[i];
+	uintptr_t a = packed_addr(v), n = v & SZ_ESC;
+	return n != SZ_ESC ? a + n : large_end(a);
+}
 
 static inline unsigned pop64(uint64_t x) {
 	x -= (x >> 1) & 0x5555555555555555u;
@@ -168,6 +208,10 @@ static inline int spans(uintptr_t a, uintptr_t e) { return e > a && ((e - 1) >> 
 
 // index_note counts a block in its chunk, as it is copied from the table.
 static inline int index_note(uintptr_t a, uintptr_t e) {
+	if (e > ADDR_LIMIT) {
+		beyond_47 = 1;
+		return 0;
+	}
 	struct chunk *c = chunk_get(a >> CHUNK_SHIFT);
 	if (!c)
 		return 0;
@@ -186,32 +230,34 @@ static inline size_t rank_of(uintptr_t a) {
 	return x->rank + pop64(x->bits & ((1ull << ((a >> 3) & 63)) - 1));
 }
 
-// sort_u64 is a heapsort: it needs no memory, and nothing here may call
-// malloc.
-static void sift_u64(uint64_t *a, size_t k, size_t n) {
-	uint64_t v = a[k];
+// sort_words is a heapsort of n elements of w words each, by their first
+// word: it needs no memory, and nothing here may call malloc.
+static void sift_words(uint64_t *a, size_t w, size_t k, size_t n) {
+	uint64_t v[2];
+	memcpy(v, a + k * w, w * 8);
 	for (;;) {
 		size_t c = 2 * k + 1;
 		if (c >= n)
 			break;
-		if (c + 1 < n && a[c + 1] > a[c])
+		if (c + 1 < n && a[(c + 1) * w] > a[c * w])
 			c++;
-		if (a[c] <= v)
+		if (a[c * w] <= v[0])
 			break;
-		a[k] = a[c];
+		memcpy(a + k * w, a + c * w, w * 8);
 		k = c;
 	}
-	a[k] = v;
+	memcpy(a + k * w, v, w * 8);
 }
 
-static void sort_u64(uint64_t *a, size_t n) {
+static void sort_words(uint64_t *a, size_t w, size_t n) {
 	for (size_t k = n / 2; k-- > 0;)
-		sift_u64(a, k, n);
+		sift_words(a, w, k, n);
 	for (size_t m = n; m-- > 1;) {
-		uint64_t t = a[0];
-		a[0] = a[m];
-		a[m] = t;
-		sift_u64(a, 0, m);
+		uint64_t t[2];
+		memcpy(t, a, w * 8);
+		memcpy(a, a + m * w, w * 8);
+		memcpy(a + m * w, t, w * 8);
+		sift_words(a, w, 0, m);
 	}
 }
 
@@ -229,7 +275,7 @@ static int index_groups(size_t n) {
 	for (size_t i = 0; i < ccap; i++)
 		if (ctab[i].key)
 			corder[nc++] = ctab[i].key - 1;
-	sort_u64(corder, nc);
+	sort_words(corder, 1, nc);
 
 	// Groups of consecutive chunks; directories in address order.
 	size_t target = n / 512 > 65536 ? n / 512 : 65536;
@@ -263,7 +309,9 @@ static int index_groups(size_t n) {
 
 static inline void index_scatter(uintptr_t a, uintptr_t e) {
 	size_t g = chunk_find(a >> CHUNK_SHIFT)->group;
-	blks[gnext[g]++] = (struct blk){a, e};
+	blks[gnext[g]++] = blk_pack(a, e);
+	if (e - a >= (64u << 10) && nlarge < large_cap)
+		large[nlarge++] = (struct range){a, e};
 }
 
 // index_place puts each group in address order, by rank; returns how
@@ -277,7 +325,7 @@ static size_t index_place(void) {
 		size_t s = g ? gend[g - 1] : 0, m = gend[g] - s;
 		memcpy(scratch, blks + s, m * sizeof *scratch);
 		for (size_t k = 0; k < m; k++) {
-			uintptr_t a = scratch[k].addr;
+			uintptr_t a = packed_addr(scratch[k]);
 			struct dent *x = &chunk_find(a >> CHUNK_SHIFT)->d[(a >> DENT_SHIFT) & (NDENT - 1)];
 			x->bits |= 1ull << ((a >> 3) & 63);
 			sdent[k] = x;
@@ -290,14 +338,13 @@ static size_t index_place(void) {
 			}
 		}
 		for (size_t k = 0; k < m; k++) {
-			struct blk b = scratch[k];
+			uint64_t b = scratch[k];
+			uintptr_t a = packed_addr(b), n = b & SZ_ESC;
 			const struct dent *x = sdent[k];
-			size_t r = x->rank + pop64(x->bits & ((1ull << ((b.addr >> 3) & 63)) - 1));
+			size_t r = x->rank + pop64(x->bits & ((1ull << ((a >> 3) & 63)) - 1));
 			blks[r] = b;
-			if (spans(b.addr, b.end) && nspan < span_cap)
+			if ((n == SZ_ESC || spans(a, a + n)) && nspan < span_cap)
 				span[nspan++] = r;
-			if (b.end - b.addr >= (64u << 10) && nlarge < large_cap)
-				large[nlarge++] = (uint32_t)r;
 		}
 	}
 	return rank;
@@ -327,17 +374,25 @@ static long find_raw(uintptr_t w);
 // pointers to chunk headers (its bins, the top chunk); the header of the
 // chunk after a block lies in the block's last 8 bytes, and such a
 // pointer is malloc's, not the program's.
-static inline long find(uintptr_t w) {
+static long find_in(uintptr_t w) {
 	long i = find_raw(w);
 	if (i >= 0 && !(state[i] & MAPPING)) {
-		uintptr_t size = blks[i].end - blks[i].addr;
+		uintptr_t a = blk_addr((size_t)i), size = blk_end((size_t)i) - a;
 		uintptr_t chunk = (size + 8 + 15) & ~(uintptr_t)15;
 		if (chunk < 32)
 			chunk = 32;
-		if (w == blks[i].addr - 16 + chunk)
+		if (w == a - 16 + chunk)
 			return -1;
 	}
 	return i;
+}
+
+// Most words a scan reads are not addresses of blocks at all: they are
+// turned away here, without a call.
+static inline __attribute__((always_inline)) long find(uintptr_t w) {
+	if (w - lo_all >= hi_all - lo_all)
+		return -1;
+	return find_in(w);
 }
 
 // span_find returns the last block crossing a chunk boundary that starts
@@ -346,7 +401,7 @@ static long span_find(uintptr_t w) {
 	size_t lo = 0, hi = nspan;
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
-		if (blks[span[mid]].addr <= w)
+		if (blk_addr(span[mid]) <= w)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -370,12 +425,12 @@ static inline long find_raw(uintptr_t w) {
 		// The last block starting at or below w, wherever it starts.
 		const struct dent *x = &d[(w >> DENT_SHIFT) & (NDENT - 1)];
 		i = (long)x->rank + (long)pop64(x->bits & ((2ull << ((w >> 3) & 63)) - 1)) - 1;
-		if (i >= 0 && blks[i].addr > w)
+		if (i >= 0 && blk_addr((size_t)i) > w)
 			i--; // it starts in w's 8 bytes, above w
 	} else {
 		i = span_find(w);
 	}
-	if (i >= 0 && (w < blks[i].end || w == blks[i].addr))
+	if (i >= 0 && (w < blk_end((size_t)i) || w == blk_addr((size_t)i)))
 		return i;
 	return -1;
 }
@@ -388,7 +443,7 @@ static inline void reach(uintptr_t w) {
 	long i = find(w);
 	if (i < 0)
 		return;
-	uint8_t want = w == blks[i].addr ? REACHABLE : POSSIBLE;
+	uint8_t want = w == blk_addr((size_t)i) ? REACHABLE : POSSIBLE;
 	uint8_t k = state[i] & KIND;
 	if (k == UNREACHED) {
 		set_kind((size_t)i, want);
@@ -420,7 +475,7 @@ static void flood_roots(void) {
 	while (nwork) {
 		uint32_t i = work[--nwork];
 		if (!(state[i] & NOSCAN))
-			scan_range(blks[i].addr, blks[i].end, reach);
+			scan_range(blk_addr(i), blk_end(i), reach);
 	}
 }
 
@@ -433,12 +488,12 @@ static inline void reach_clique(uintptr_t w) {
 	uint8_t k = state[i] & KIND;
 	if (k == UNREACHED) {
 		set_kind((size_t)i, INDIRECT);
-		indirect[leader] += blks[i].end - blks[i].addr;
+		indirect[leader] += blk_end((size_t)i) - blk_addr((size_t)i);
 		work[nwork++] = (uint32_t)i;
 	} else if (k == DEFINITE) {
 		// An earlier leader is pointed to by this one: it joins the clique.
 		set_kind((size_t)i, INDIRECT);
-		indirect[leader] += blks[i].end - blks[i].addr + indirect[i];
+		indirect[leader] += blk_end((size_t)i) - blk_addr((size_t)i) + indirect[i];
 		indirect[i] = 0;
 	}
 }
@@ -450,11 +505,11 @@ static void cliques(void) {
 		leader = (uint32_t)k;
 		set_kind(k, DEFINITE);
 		if (!(state[k] & NOSCAN))
-			scan_range(blks[k].addr, blks[k].end, reach_clique);
+			scan_range(blk_addr(k), blk_end(k), reach_clique);
 		while (nwork) {
 			uint32_t i = work[--nwork];
 			if (!(state[i] & NOSCAN))
-				scan_range(blks[i].addr, blks[i].end, reach_clique);
+				scan_range(blk_addr(i), blk_end(i), reach_clique);
 		}
 	}
 }
@@ -699,8 +754,8 @@ static void root_mappings(uintptr_t sp) {
 	for (int i = 0; i < nthreads_known; i++)
 		add_cut(threads_known[i].lo & ~(uintptr_t)4095, threads_known[i].hi);
 	for (size_t k = 0; k < nlarge; k++) { // malloc's own mappings of large blocks
-		const struct blk *b = &blks[large[k]];
-		if (state[large[k]] & MAPPING)
+		const struct range *b = &large[k];
+		if (state[rank_of(b->addr)] & MAPPING)
 			continue;
 		add_cut((b->addr - 16) & ~(uintptr_t)4095, (b->end + 4095) & ~(uintptr_t)4095);
 	}
@@ -751,6 +806,61 @@ static void root_mappings(uintptr_t sp) {
 			continue; // a malloc arena: free chunks point everywhere
 		scan_pieces(m->start, m->end);
 	}
+}
+
+// ---- faulting the arrays in ahead ------------------------------------------------
+
+// The block array of a big heap is hundreds of MiB of fresh memory, and
+// faulting it in costs as much as filling it. A thread of our own does
+// that on the other core while this one counts and copies the blocks. It
+// is a bare clone: it shares the exiting thread's TLS and calls nothing,
+// it only touches memory, with all signals blocked, so the program never
+// sees it; the kernel clears toucher_tid when it is gone.
+#define TOUCH_MIN (16u << 20)
+#define TOUCH_STACK (64u << 10)
+static char *touch_p;
+static size_t touch_n;
+static volatile int touch_stop;
+static volatile pid_t toucher_tid;
+static void *touch_stack;
+
+static int toucher(void *arg) {
+	(void)arg;
+	// An atomic add of nothing faults a page in for writing without
+	// changing a word the copying thread may have written already.
+	for (size_t o = 0; o < touch_n && !touch_stop; o += 4096)
+		__atomic_fetch_add((uint64_t *)(touch_p + o), 0, __ATOMIC_RELAXED);
+	return 0;
+}
+
+static void touch_start(void *p, size_t n) {
+	if (n < TOUCH_MIN || !(touch_stack = live_map(TOUCH_STACK)))
+		return;
+	touch_p = p;
+	touch_n = n;
+	touch_stop = 0;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM |
+		    CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID;
+	if (clone(toucher, (char *)touch_stack + TOUCH_STACK, flags, NULL, &toucher_tid, NULL, &toucher_tid) < 0)
+		toucher_tid = 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (!toucher_tid) {
+		live_unmap(touch_stack, TOUCH_STACK);
+		touch_stack = NULL;
+	}
+}
+
+static void touch_end(void) {
+	if (!touch_stack)
+		return;
+	touch_stop = 1;
+	for (pid_t t; (t = toucher_tid) != 0;)
+		syscall(SYS_futex, &toucher_tid, FUTEX_WAIT, t, NULL, NULL, 0);
+	live_unmap(touch_stack, TOUCH_STACK);
+	touch_stack = NULL;
 }
 
 // ---- the scan -------------------------------------------------------------------
@@ -812,21 +922,22 @@ static void encode_verdicts(uint64_t t0) {
 		uint8_t kind = state[i] & KIND;
 		if (kind == REACHABLE)
 			continue;
-		int64_t d = (int64_t)(blks[i].addr - prev);
-		prev = blks[i].addr;
+		uintptr_t a = blk_addr(i);
+		int64_t d = (int64_t)(a - prev);
+		prev = a;
 		vvarint(((uint64_t)d << 1) ^ (uint64_t)(d >> 63));
 		uint8_t k = kind == DEFINITE ? 1 : kind == INDIRECT ? 2 : 3;
 		vput(&k, 1);
 		if (k == 1)
 			vvarint(indirect[i]);
 		if (scan_content_bytes > 0) {
-			size_t n = blks[i].end - blks[i].addr;
+			size_t n = blk_end(i) - a;
 			if (n > (size_t)scan_content_bytes)
 				n = (size_t)scan_content_bytes;
 			if (state[i] & NOSCAN)
 				n = 0;
 			vvarint(n);
-			vput((const void *)blks[i].addr, n);
+			vput((const void *)a, n);
 		}
 	}
 }
@@ -875,8 +986,11 @@ HIDDEN int scan_run(void) {
 	indirect = live_map(cap * sizeof *indirect);
 	work = live_map(cap * sizeof *work);
 	int ok = blks && state && indirect && work && ctab_resize(10);
+	if (ok)
+		touch_start(blks, cap * sizeof *blks);
 	lo_all = UINTPTR_MAX;
 	hi_all = 0;
+	beyond_47 = 0;
 	span_cap = large_cap = nspan = nlarge = 0;
 	uint64_t bytes = 0;
 	// The table is read where it lies, twice: once to count each chunk's
@@ -902,8 +1016,12 @@ HIDDEN int scan_run(void) {
 		ok = span && large && index_groups(n) == 0;
 	}
 	if (!ok) {
+		touch_end();
 		live_thaw();
-		proc_note("not enough memory for the reachability scan of %zu blocks", nheap);
+		if (beyond_47)
+			proc_note("no reachability scan: memory mapped above the 47-bit address space");
+		else
+			proc_note("not enough memory for the reachability scan of %zu blocks", nheap);
 		scan_free(cap);
 		return 0;
 	}
@@ -916,6 +1034,7 @@ HIDDEN int scan_run(void) {
 			}
 	for (size_t i = 0; i < nmaps && k < n; i++, k++)
 		index_scatter(maps[i].start, maps[i].end);
+	touch_end();
 	nblk = index_place();
 	for (size_t i = 0; i < nmaps; i++) {
 		// Read-only or shared mappings hold no pointers of ours worth
@@ -923,7 +1042,8 @@ HIDDEN int scan_run(void) {
 		int scannable = (maps[i].prot & PROT_READ) && (maps[i].prot & PROT_WRITE) && !(maps[i].flags & MAP_SHARED);
 		state[rank_of(maps[i].start)] = MAPPING | (scannable ? 0 : NOSCAN);
 	}
-	sort_u64(span, nspan);
+	sort_words(span, 1, nspan);
+	sort_words((uint64_t *)large, 2, nlarge);
 
 	nwork = 0;
 	for (int i = 0; i < nsegs; i++)

@@ -172,6 +172,7 @@ func TestReachabilityMatchesValgrind(t *testing.T) {
 		args []string
 	}{
 		{"reach.c", nil},
+		{"reach_large.c", nil},
 		{"cxx_owner.cc", nil},
 		{"fib_thread.c", []string{"20"}},
 		{"cxx_new.cc", nil},
