@@ -643,7 +643,22 @@ enum { COL_REC, COL_TIME, COL_ADDR, COL_SIZE, NCOLS };
 static uint8_t *col_buf[NCOLS];
 static size_t col_cap;
 
+// Columns are mapped this much larger than a piece, so a varint can be
+// copied as one 8-byte word whatever its length.
+#define COL_SLACK 16
+
 static inline const uint8_t *copy_varint(const uint8_t *p, const uint8_t *end, uint8_t **w) {
+	if (LIKELY(end - p >= 8)) {
+		uint64_t x;
+		memcpy(&x, p, 8);
+		uint64_t last = ~x & 0x8080808080808080u; // bytes that end a varint
+		if (LIKELY(last)) {
+			unsigned n = ((unsigned)__builtin_ctzll(last) >> 3) + 1;
+			memcpy(*w, &x, 8);
+			*w += n;
+			return p + n;
+		}
+	}
 	uint8_t *o = *w;
 	while (p < end && (*p & 0x80))
 		*o++ = *p++;
@@ -651,29 +666,6 @@ static inline const uint8_t *copy_varint(const uint8_t *p, const uint8_t *end, u
 		*o++ = *p++;
 	*w = o;
 	return p;
-}
-
-// Field layout per op, one letter per field in record order: t time,
-// a address, A address of a new heap block, F address of a released heap
-// block, s size, r record column (stack id, mmap flags).
-static const char *op_fields(int op) {
-	switch (op) {
-	case OP_FREE:
-	case OP_DELETE:
-	case OP_DELETE_ARRAY:
-		return "tF";
-	case OP_REALLOC:
-	case OP_REALLOCARRAY:
-		return "ttFAsr";
-	case OP_MMAP:
-		return "tasrr";
-	case OP_MUNMAP:
-		return "tas";
-	case OP_MREMAP:
-		return "ttasasr";
-	default:
-		return "tAsr";
-	}
 }
 
 // Back-references. Most frees release a block the same thread allocated
@@ -733,11 +725,11 @@ static void out_columns(struct tstate *s, const uint8_t *p, size_t n, uint64_t u
 			cap *= 2;
 		for (int c = 0; c < NCOLS; c++) {
 			if (col_buf[c])
-				live_unmap(col_buf[c], col_cap);
-			col_buf[c] = map(cap);
+				live_unmap(col_buf[c], col_cap + COL_SLACK);
+			col_buf[c] = map(cap + COL_SLACK);
 			if (!col_buf[c]) {
 				for (int k = 0; k < c; k++)
-					live_unmap(col_buf[k], cap);
+					live_unmap(col_buf[k], cap + COL_SLACK);
 				for (int k = 0; k < NCOLS; k++)
 					col_buf[k] = NULL;
 				col_cap = 0;
@@ -767,19 +759,38 @@ static void out_columns(struct tstate *s, const uint8_t *p, size_t n, uint64_t u
 		} else if (tag == REC_DROPPED) {
 			p = copy_varint(p, end, &w[COL_REC]);
 		} else {
-			static const int col_of[128] = {['t'] = COL_TIME, ['a'] = COL_ADDR, ['s'] = COL_SIZE, ['r'] = COL_REC};
-			for (const char *f = op_fields(tag - REC_EVENT); *f; f++) {
-				if (*f == 'A' || *f == 'F') {
-					uint64_t v = get_varint(&p, end);
-					if (*f == 'A')
-						v = br_ref(&s->br[BR_FREES], &s->br[BR_ALLOCS], v);
-					else
-						v = br_ref(&s->br[BR_ALLOCS], &s->br[BR_FREES], v);
-					w[COL_ADDR] = put_varint(w[COL_ADDR], v);
-				} else {
-					p = copy_varint(p, end, &w[col_of[(int)*f]]);
-				}
+			// Each op's fields in record order: T time, A address of a
+			// new heap block, F address of a released one, a any other
+			// address, S size, R record column (stack id, mmap flags).
+#define T p = copy_varint(p, end, &w[COL_TIME]);
+#define a p = copy_varint(p, end, &w[COL_ADDR]);
+#define S p = copy_varint(p, end, &w[COL_SIZE]);
+#define R p = copy_varint(p, end, &w[COL_REC]);
+#define A w[COL_ADDR] = put_varint(w[COL_ADDR], br_ref(&s->br[BR_FREES], &s->br[BR_ALLOCS], get_varint(&p, end)));
+#define F w[COL_ADDR] = put_varint(w[COL_ADDR], br_ref(&s->br[BR_ALLOCS], &s->br[BR_FREES], get_varint(&p, end)));
+			switch (tag - REC_EVENT) {
+			case OP_FREE:
+			case OP_DELETE:
+			case OP_DELETE_ARRAY:
+				T F break;
+			case OP_REALLOC:
+			case OP_REALLOCARRAY:
+				T T F A S R break;
+			case OP_MMAP:
+				T a S R R break;
+			case OP_MUNMAP:
+				T a S break;
+			case OP_MREMAP:
+				T T a S a S R break;
+			default:
+				T A S R break;
 			}
+#undef T
+#undef a
+#undef S
+#undef R
+#undef A
+#undef F
 		}
 	}
 	size_t len[NCOLS], total = 0;
