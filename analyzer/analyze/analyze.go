@@ -5,6 +5,7 @@ package analyze
 
 import (
 	"bufio"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -168,6 +169,9 @@ func Add(rep *report.Report, in *Input, o Options) {
 	mods := make([]event.Module, len(r.Modules))
 	for i, m := range r.Modules {
 		mods[i] = *m
+		if len(m.BuildID) > 0 {
+			rep.Modules = append(rep.Modules, report.Module{Path: m.Path, BuildID: hex.EncodeToString(m.BuildID)})
+		}
 	}
 	var src FrameSource
 	if o.Symbolizer != nil {
@@ -426,6 +430,37 @@ func Finish(rep *report.Report, o Options) {
 	if o.Top > 0 && len(rep.Leaks) > o.Top {
 		rep.Leaks = rep.Leaks[:o.Top]
 	}
+	rep.Modules = usedModules(rep)
+}
+
+// usedModules keeps the modules the report's frames name, once each, in
+// path order. A path seen with two build IDs (a binary rebuilt between
+// the processes of one run) keeps the first.
+func usedModules(rep *report.Report) []report.Module {
+	used := map[string]bool{}
+	note := func(fr []report.Frame) {
+		for _, f := range fr {
+			used[f.Module] = true
+		}
+	}
+	for _, l := range rep.Leaks {
+		note(l.Frames)
+	}
+	for _, l := range rep.Implicit {
+		note(l.Frames)
+	}
+	for _, a := range rep.Anomalies {
+		note(a.Frames)
+	}
+	var out []report.Module
+	for _, m := range rep.Modules {
+		if used[m.Path] {
+			out = append(out, m)
+			used[m.Path] = false
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
 }
 
 func frameKey(fr []report.Frame) string {

@@ -14,11 +14,11 @@
 // A location is one program counter: its inlined calls are Lines of the
 // same Location, innermost first, as pprof expects. Frames whose function
 // is unknown become locations without lines, which pprof shows by address.
-// There is one mapping per module, named by its path; the report carries
-// neither the module's address range nor its build ID, so both are left
-// empty, and every mapping is marked as symbolized so that pprof never
-// tries to symbolize the addresses again against whatever file is now at
-// that path.
+// There is one mapping per module, named by its path, with the build ID
+// the report recorded for it; the report does not carry the module's
+// address range, so that is left empty. Every mapping is marked as
+// symbolized so that pprof never tries to symbolize the addresses again
+// against whatever file is now at that path.
 package pprofout
 
 import (
@@ -51,11 +51,15 @@ func Build(r *report.Report) *profile.Profile {
 			Period:            1,
 		},
 		mappings:  map[string]*profile.Mapping{},
+		buildIDs:  map[string]string{},
 		functions: map[[2]string]*profile.Function{},
 		locations: map[string]*profile.Location{},
 	}
 	if r == nil {
 		return b.p
+	}
+	for _, m := range r.Modules {
+		b.buildIDs[m.Path] = m.BuildID
 	}
 	exes := map[int]string{}
 	for _, pr := range r.Processes {
@@ -104,6 +108,7 @@ func Write(w io.Writer, r *report.Report) error {
 type builder struct {
 	p         *profile.Profile
 	mappings  map[string]*profile.Mapping
+	buildIDs  map[string]string // by module path
 	functions map[[2]string]*profile.Function
 	locations map[string]*profile.Location
 }
@@ -183,7 +188,7 @@ func (b *builder) mapping(f report.Frame) *profile.Mapping {
 	}
 	m := b.mappings[f.Module]
 	if m == nil {
-		m = &profile.Mapping{ID: uint64(len(b.p.Mapping) + 1), File: f.Module,
+		m = &profile.Mapping{ID: uint64(len(b.p.Mapping) + 1), File: f.Module, BuildID: b.buildIDs[f.Module],
 			HasFunctions: true, HasInlineFrames: true}
 		b.mappings[f.Module] = m
 		b.p.Mapping = append(b.p.Mapping, m)

@@ -49,6 +49,8 @@ func sample() *report.Report {
 				{Function: "_IO_file_doallocate", File: "libio/filedoalloc.c", Line: 101, Module: libc, Address: 0x7f0000080000},
 			}},
 		},
+		// libfoo was recorded without a build ID.
+		Modules: []report.Module{{Path: app, BuildID: "0a1b2c3d"}, {Path: libc, BuildID: "e5f60718293a"}},
 	}
 }
 
@@ -178,8 +180,8 @@ func TestParseBack(t *testing.T) {
 		if !m.HasFunctions {
 			t.Errorf("mapping %s not marked symbolized: pprof would symbolize it again", m.File)
 		}
-		if m.BuildID != "" {
-			t.Errorf("mapping %s has build ID %q, which the report does not carry", m.File, m.BuildID)
+		if want := map[string]string{app: "0a1b2c3d", libc: "e5f60718293a"}[m.File]; m.BuildID != want {
+			t.Errorf("mapping %s has build ID %q, want %q", m.File, m.BuildID, want)
 		}
 	}
 	// pprof puts the main executable first.

@@ -33,6 +33,17 @@ type Report struct {
 	Implicit []Leak         `json:"implicit,omitempty"`
 	Warnings []string       `json:"warnings,omitempty"`
 	Extra    map[string]any `json:"extra,omitempty"`
+	// Modules gives the GNU build ID of each module the frames above
+	// name, as recorded when the process ran: what ties a report to the
+	// exact binaries it was made from.
+	Modules []Module `json:"modules,omitempty"`
+}
+
+// Module is a loaded object by its path as the process saw it, with its
+// build ID in hex.
+type Module struct {
+	Path    string `json:"path"`
+	BuildID string `json:"build_id"`
 }
 
 // Process describes one traced process.
