@@ -17,10 +17,19 @@
 #define SHARD_BITS 6
 #define NSHARDS (1u << SHARD_BITS)
 
+// A slot is one word (live.h): half the memory two words took, so the
+// table can be kept at most half full, where the probe runs a free
+// shifts back stay short, in less memory than two words a slot three
+// quarters full needed. Sizes too large for a slot are in the shard's
+// side list: blocks of 512 KiB and more are few (each is a mapping of
+// its own in glibc), so a list searched from the end serves.
 struct shard {
 	int lock;
 	uint32_t cap, live;
-	struct lt_ent *tab;
+	uint32_t nbig, bigcap;
+	int bits;
+	uint64_t *tab;
+	struct lt_big *big;
 } __attribute__((aligned(64)));
 
 static struct shard shards[NSHARDS];
@@ -49,16 +58,18 @@ static inline void spin_lock(int *l) {
 
 static inline void spin_unlock(int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE); }
 
-static inline uint64_t mix(uintptr_t a) { return (uint64_t)(a >> 4) * 0x9e3779b97f4a7c15u; }
+// home is a block's first slot: the high bits of its address times the
+// golden ratio.
+static inline uint32_t home(const struct shard *s, uint64_t key) {
+	return (uint32_t)((key * 0x9e3779b97f4a7c15u) >> (64 - s->bits));
+}
 
 // A block's shard follows from the 64 MiB region it lies in, not from the
 // block itself: glibc gives each thread an arena of its own (64 MiB
 // aligned), so a thread's allocations and frees keep to its own shards,
 // whose locks stay in its core's cache instead of moving between cores on
 // every call. A free from another thread still finds the block.
-static inline struct shard *shard_of(uintptr_t a) {
-	return &shards[(uint64_t)(a >> 26) * 0x9e3779b97f4a7c15u >> (64 - SHARD_BITS)];
-}
+static inline unsigned shard_index(uintptr_t a) { return (unsigned)((uint64_t)(a >> 26) * 0x9e3779b97f4a7c15u >> (64 - SHARD_BITS)); }
 
 static void *raw_map(size_t n) {
 	void *p = real.mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -80,45 +91,84 @@ static void raw_unmap(void *p, size_t n) {
 HIDDEN void *live_map(size_t n) { return raw_map(n); }
 HIDDEN void live_unmap(void *p, size_t n) { raw_unmap(p, n); }
 
-// grow rehashes a shard into a table twice its live blocks (at least 64).
+// grow rehashes a shard into a table at most a quarter full (at least
+// 64 slots).
 static int grow(struct shard *s) {
 	uint32_t cap = 64; // small: 64 shards of mostly few blocks must stay in cache
-	while (cap < s->live * 2)
-		cap *= 2;
-	struct lt_ent *t = raw_map((size_t)cap * sizeof *t);
+	int bits = 6;
+	while (cap < (s->live + 1) * 4)
+		cap *= 2, bits++;
+	uint64_t *t = raw_map((size_t)cap * sizeof *t);
 	if (!t)
 		return 0;
+	struct shard n = {.cap = cap, .bits = bits};
 	for (uint32_t i = 0; i < s->cap; i++) {
-		uintptr_t a = s->tab[i].addr;
-		if (a) {
-			uint32_t j = (uint32_t)(mix(a) >> 20) & (cap - 1);
-			while (t[j].addr)
+		uint64_t e = s->tab[i];
+		if (e) {
+			uint32_t j = home(&n, e >> LT_SZ_BITS);
+			while (t[j])
 				j = (j + 1) & (cap - 1);
-			t[j] = s->tab[i];
+			t[j] = e;
 		}
 	}
 	if (s->tab)
 		raw_unmap(s->tab, (size_t)s->cap * sizeof *s->tab);
 	s->tab = t;
 	s->cap = cap;
+	s->bits = bits;
 	return 1;
+}
+
+static int big_add(struct shard *s, uintptr_t a, size_t size) {
+	if (s->nbig == s->bigcap) {
+		uint32_t cap = s->bigcap ? s->bigcap * 2 : 256;
+		struct lt_big *nb = raw_map((size_t)cap * sizeof *nb);
+		if (!nb)
+			return 0;
+		if (s->big) {
+			memcpy(nb, s->big, (size_t)s->nbig * sizeof *nb);
+			raw_unmap(s->big, (size_t)s->bigcap * sizeof *nb);
+		}
+		s->big = nb;
+		s->bigcap = cap;
+	}
+	s->big[s->nbig++] = (struct lt_big){a, size};
+	return 1;
+}
+
+// big_find returns a side-listed block's size, taking it off the list
+// when del is set. From the end: the newest blocks go first.
+static size_t big_find(struct shard *s, uintptr_t a, int del) {
+	for (uint32_t i = s->nbig; i-- > 0;) {
+		if (s->big[i].addr == a) {
+			size_t n = s->big[i].size;
+			if (del)
+				s->big[i] = s->big[--s->nbig];
+			return n;
+		}
+	}
+	return LT_ESC; // cannot happen: the slot said the size was here
 }
 
 HIDDEN void live_add(void *p, size_t size) {
 	uintptr_t a = (uintptr_t)p;
-	uint64_t h = mix(a);
-	struct shard *s = shard_of(a);
+	if (UNLIKELY(a >= LT_ADDR_LIMIT || (a & 7))) { // no allocator gives those
+		live_lost++;
+		return;
+	}
+	uint64_t key = (uint64_t)(a >> 3);
+	uint64_t e = key << LT_SZ_BITS | (size < LT_ESC ? size : LT_ESC);
+	struct shard *s = &shards[shard_index(a)];
 	spin_lock(&s->lock);
-	if ((s->live + 1) * 4 > s->cap * 3 && !grow(s)) {
+	if (((s->live + 1) * 2 > s->cap && !grow(s)) || (size >= LT_ESC && !big_add(s, a, size))) {
 		spin_unlock(&s->lock);
 		live_lost++;
 		return;
 	}
-	uint32_t mask = s->cap - 1, j = (uint32_t)(h >> 20) & mask;
-	while (s->tab[j].addr)
+	uint32_t mask = s->cap - 1, j = home(s, key);
+	while (s->tab[j])
 		j = (j + 1) & mask;
-	s->tab[j].addr = a;
-	s->tab[j].size = size;
+	s->tab[j] = e;
 	s->live++;
 	spin_unlock(&s->lock);
 }
@@ -133,29 +183,32 @@ HIDDEN void live_add(void *p, size_t size) {
 // those cost the other threads).
 HIDDEN long live_del(void *p) {
 	uintptr_t a = (uintptr_t)p;
-	uint64_t h = mix(a);
-	struct shard *s = shard_of(a);
+	uint64_t key = (uint64_t)(a >> 3);
+	struct shard *s = &shards[shard_index(a)];
 	long size = -1;
+	if (UNLIKELY(a >= LT_ADDR_LIMIT || (a & 7)))
+		return size;
 	spin_lock(&s->lock);
 	if (s->cap) {
-		uint32_t mask = s->cap - 1, j = (uint32_t)(h >> 20) & mask;
-		while (s->tab[j].addr) {
-			if (s->tab[j].addr == a) {
-				size = (long)s->tab[j].size;
-				s->live--;
-				// j is the hole; move back every later entry of the
-				// run whose home is not in (j, k].
-				for (uint32_t k = (j + 1) & mask; s->tab[k].addr; k = (k + 1) & mask) {
-					uint32_t home = (uint32_t)(mix(s->tab[k].addr) >> 20) & mask;
-					if (((k - home) & mask) >= ((k - j) & mask)) {
-						s->tab[j] = s->tab[k];
-						j = k;
-					}
+		uint32_t mask = s->cap - 1, j = home(s, key);
+		for (uint64_t e; (e = s->tab[j]) != 0; j = (j + 1) & mask) {
+			if (e >> LT_SZ_BITS != key)
+				continue;
+			size = (long)(e & LT_ESC);
+			if (size == LT_ESC)
+				size = (long)big_find(s, a, 1);
+			s->live--;
+			// j is the hole; move back every later entry of the
+			// run whose home is not in (j, k].
+			for (uint32_t k = (j + 1) & mask; s->tab[k]; k = (k + 1) & mask) {
+				uint32_t h = home(s, s->tab[k] >> LT_SZ_BITS);
+				if (((k - h) & mask) >= ((k - j) & mask)) {
+					s->tab[j] = s->tab[k];
+					j = k;
 				}
-				s->tab[j].addr = 0;
-				break;
 			}
-			j = (j + 1) & mask;
+			s->tab[j] = 0;
+			break;
 		}
 	}
 	spin_unlock(&s->lock);
@@ -184,16 +237,19 @@ HIDDEN void live_thaw(void) {
 		spin_unlock(&shards[i].lock);
 }
 
-// live_shard gives shard i's table while frozen (cap slots, an addr of 0
-// is an empty one), or returns 0 past the last shard: the scan reads the
-// entries where they are rather than copying millions of them first.
-HIDDEN int live_shard(unsigned i, const struct lt_ent **tab, size_t *cap) {
+// live_shard gives shard i's table while frozen (cap slots, 0 is an empty
+// one; live_size reads a slot's size), or returns 0 past the last shard:
+// the scan reads the entries where they are rather than copying millions
+// of them first.
+HIDDEN int live_shard(unsigned i, const uint64_t **tab, size_t *cap) {
 	if (i >= NSHARDS)
 		return 0;
 	*tab = shards[i].tab;
 	*cap = shards[i].tab ? shards[i].cap : 0;
 	return 1;
 }
+
+HIDDEN size_t live_big_size(unsigned i, uintptr_t a) { return big_find(&shards[i], a, 0); }
 
 // fork happens with every lock taken (live_freeze in the prepare handler),
 // so the child's copy is consistent; its locks are then released. The

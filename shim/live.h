@@ -9,7 +9,14 @@
 
 #define MAX_KNOWN_THREADS 4096
 
-struct lt_ent {
+// A live heap block is one word in the table: its address over 8 in the
+// high 45 bits (user addresses have at most 48) and its size in the low
+// 19. LT_ESC there means the size is kept whole on the side.
+#define LT_SZ_BITS 19
+#define LT_ESC ((1u << LT_SZ_BITS) - 1)
+#define LT_ADDR_LIMIT ((uintptr_t)1 << 48)
+
+struct lt_big {
 	uintptr_t addr;
 	size_t size;
 };
@@ -46,7 +53,16 @@ HIDDEN void live_unmap(void *p, size_t n);
 
 HIDDEN size_t live_freeze(void);
 HIDDEN void live_thaw(void);
-HIDDEN int live_shard(unsigned i, const struct lt_ent **tab, size_t *cap);
+HIDDEN int live_shard(unsigned i, const uint64_t **tab, size_t *cap);
+HIDDEN size_t live_big_size(unsigned i, uintptr_t a);
+
+static inline uintptr_t lt_addr(uint64_t e) { return (uintptr_t)(e >> LT_SZ_BITS) << 3; }
+
+// lt_size is the size of a block in shard i's table slot e (while frozen).
+static inline size_t lt_size(unsigned i, uint64_t e) {
+	size_t n = e & LT_ESC;
+	return n != LT_ESC ? n : live_big_size(i, lt_addr(e));
+}
 HIDDEN const struct region *live_maps(size_t *n);
 HIDDEN const struct region *tracer_maps_get(size_t *n);
 HIDDEN void live_lists_ranges(uintptr_t lo[2], uintptr_t hi[2]);

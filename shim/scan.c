@@ -996,13 +996,15 @@ HIDDEN int scan_run(void) {
 	// The table is read where it lies, twice: once to count each chunk's
 	// blocks, once to copy them to their groups.
 	size_t n = 0;
-	const struct lt_ent *tab;
+	const uint64_t *tab;
 	size_t tcap;
 	for (unsigned s = 0; ok && live_shard(s, &tab, &tcap); s++)
 		for (size_t j = 0; j < tcap && ok; j++)
-			if (tab[j].addr && n < cap) {
-				ok = index_note(tab[j].addr, tab[j].addr + tab[j].size);
-				bytes += tab[j].size;
+			if (tab[j] && n < cap) {
+				uintptr_t a = lt_addr(tab[j]);
+				size_t size = lt_size(s, tab[j]);
+				ok = index_note(a, a + size);
+				bytes += size;
 				n++;
 			}
 	for (size_t i = 0; i < nmaps && ok && n < cap; i++) {
@@ -1028,8 +1030,9 @@ HIDDEN int scan_run(void) {
 	size_t k = 0;
 	for (unsigned s = 0; live_shard(s, &tab, &tcap); s++)
 		for (size_t j = 0; j < tcap; j++)
-			if (tab[j].addr && k < n) {
-				index_scatter(tab[j].addr, tab[j].addr + tab[j].size);
+			if (tab[j] && k < n) {
+				uintptr_t a = lt_addr(tab[j]);
+				index_scatter(a, a + lt_size(s, tab[j]));
 				k++;
 			}
 	for (size_t i = 0; i < nmaps && k < n; i++, k++)
