@@ -168,6 +168,32 @@ func (r *Replay) EventBatch(evs []event.Event) {
 	}
 }
 
+// Recs applies a run of one thread's events in compact form
+// (event.RecHandler).
+func (r *Replay) Recs(tid uint32, recs []event.Rec, evs []event.Event) {
+	last := r.LastTime
+	var n uint64
+	for i := range recs {
+		x := &recs[i]
+		switch x.Kind {
+		case event.Alloc:
+			last = max(last, x.Time)
+			n++
+			r.alloc(Block{Addr: x.Addr, Size: x.Size, Time: x.Time, Stack: uint64(x.Stack), Op: x.Op, Tid: tid})
+		case event.Free:
+			last = max(last, x.Time)
+			n++
+			r.free(x.Addr, x.Time, x.Op)
+		default:
+			r.LastTime = last
+			r.Event(&evs[x.Size])
+			last = r.LastTime
+		}
+	}
+	r.LastTime = last
+	r.Events += n
+}
+
 // Event applies one event.
 func (r *Replay) Event(e *event.Event) {
 	r.Events++
