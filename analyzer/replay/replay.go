@@ -248,17 +248,17 @@ func (r *Replay) alloc(b Block) {
 	if ok {
 		// Two blocks at one address: one of them was released by a free
 		// that is still to come, or by none we could see.
-		old := r.heap.vals[i]
+		old := r.heap.ents[i].block()
 		if old.Time <= b.Time {
 			r.displaced[b.Addr] = append(r.displaced[b.Addr], old)
-			r.heap.vals[i] = b
+			r.heap.ents[i] = toEnt(&b)
 		} else {
 			r.displaced[b.Addr] = append(r.displaced[b.Addr], b)
 		}
 		return
 	}
-	if !r.heap.insertAt(i, b) {
-		r.heap.put(b.Addr, b)
+	if e := toEnt(&b); !r.heap.insertAt(i, e) {
+		r.heap.put(e)
 	}
 }
 
@@ -267,13 +267,29 @@ func (r *Replay) free(addr, t uint64, op event.Op) {
 		return
 	}
 	slot, ok := r.heap.find(addr)
-	var cur Block
-	if ok {
-		cur = r.heap.vals[slot]
-	}
 	var dis []Block
 	if len(r.displaced) > 0 {
 		dis = r.displaced[addr]
+	}
+	if ok && len(dis) == 0 {
+		// The usual free: the block at addr, allocated before it, and no
+		// other block waiting for a free at that address.
+		if e := &r.heap.ents[slot]; e.time <= t {
+			if families[e.op] != families[op] {
+				b := e.block()
+				r.checkFamily(&b, op, t)
+			}
+			r.cur -= e.size
+			s := r.site(e.stack)
+			s.Live -= e.size
+			s.Frees++
+			r.heap.delAt(slot)
+			return
+		}
+	}
+	var cur Block
+	if ok {
+		cur = r.heap.ents[slot].block()
 	}
 	// The block freed is the one at addr allocated last before t.
 	best := -1
@@ -292,7 +308,7 @@ func (r *Replay) free(addr, t uint64, op event.Op) {
 		if len(dis) > 0 {
 			// The newest displaced block takes its place.
 			j := newest(dis)
-			r.heap.vals[slot] = dis[j]
+			r.heap.ents[slot] = toEnt(&dis[j])
 			r.setDisplaced(addr, append(dis[:j], dis[j+1:]...))
 		} else {
 			r.heap.delAt(slot)
@@ -324,6 +340,14 @@ func (r *Replay) setDisplaced(addr uint64, bs []Block) {
 		r.displaced[addr] = bs
 	}
 }
+
+// families is Op.Family as a table, for the per-free check.
+var families = func() (f [256]event.Family) {
+	for op := range f {
+		f[op] = event.Op(op).Family()
+	}
+	return f
+}()
 
 func (r *Replay) checkFamily(b *Block, op event.Op, t uint64) {
 	if b.Op.Family() != op.Family() {
