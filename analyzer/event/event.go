@@ -176,12 +176,16 @@ type BatchHandler interface {
 }
 
 // Rec is an event in the compact form a decoder can hand a RecHandler.
-// Nearly every event of a trace is a heap allocation or a free, and those
-// fit in 32 bytes where an Event takes 72: the decoder writes, and the
-// replay reads, half the memory. Kind Alloc and Free records carry the
-// event themselves (Time, Addr, Size, Stack, Op; the thread is the
-// batch's); a record of Kind 0 stands for the Event at index Size of the
-// batch's events, and only its Time is meaningful here.
+// Nearly every event of a trace is a heap allocation, free or realloc, and
+// those fit in 32 bytes (a realloc in two records) where an Event takes
+// 72: the decoder writes, and the replay reads, half the memory.
+//
+// A record of Kind Alloc or Free is the event itself (Time, Addr, Size,
+// Stack, Op; the thread is the batch's). A Realloc that moved a block is
+// two records with the same Time: the first has the old address in Addr
+// and Time2 in Size, the second the new block's Addr, Size and Stack. A
+// record of Kind 0 stands for the Event at index Size of the batch's
+// events; only its Time is meaningful here.
 type Rec struct {
 	Time  uint64
 	Addr  uint64
@@ -199,12 +203,24 @@ type RecHandler interface {
 	Recs(tid uint32, recs []Rec, evs []Event)
 }
 
-// Event returns rec as an Event; evs are the full events of its batch.
-func (rec *Rec) Event(tid uint32, evs []Event) Event {
-	if rec.Kind == 0 {
-		return evs[rec.Size]
+// AppendEvents appends recs, of thread tid, to out as Events; evs are the
+// full events of their batch.
+func AppendEvents(out []Event, tid uint32, recs []Rec, evs []Event) []Event {
+	for i := 0; i < len(recs); i++ {
+		r := &recs[i]
+		switch r.Kind {
+		case 0:
+			out = append(out, evs[r.Size])
+		case Realloc:
+			n := &recs[i+1]
+			out = append(out, Event{Kind: Realloc, Op: r.Op, Tid: tid, Time: r.Time, Time2: r.Size,
+				OldAddr: r.Addr, Addr: n.Addr, Size: n.Size, Stack: uint64(n.Stack)})
+			i++
+		default:
+			out = append(out, Event{Kind: r.Kind, Op: r.Op, Tid: tid, Time: r.Time, Addr: r.Addr, Size: r.Size, Stack: uint64(r.Stack)})
+		}
 	}
-	return Event{Kind: rec.Kind, Op: rec.Op, Tid: tid, Time: rec.Time, Addr: rec.Addr, Size: rec.Size, Stack: uint64(rec.Stack)}
+	return out
 }
 
 // Verdict kinds of the exit-time reachability scan.

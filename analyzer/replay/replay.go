@@ -173,7 +173,7 @@ func (r *Replay) EventBatch(evs []event.Event) {
 func (r *Replay) Recs(tid uint32, recs []event.Rec, evs []event.Event) {
 	last := r.LastTime
 	var n uint64
-	for i := range recs {
+	for i := 0; i < len(recs); i++ {
 		x := &recs[i]
 		switch x.Kind {
 		case event.Alloc:
@@ -184,6 +184,13 @@ func (r *Replay) Recs(tid uint32, recs []event.Rec, evs []event.Event) {
 			last = max(last, x.Time)
 			n++
 			r.free(x.Addr, x.Time, x.Op)
+		case event.Realloc:
+			y := &recs[i+1]
+			i++
+			last = max(last, x.Time, x.Size)
+			n++
+			r.free(x.Addr, x.Time, x.Op)
+			r.alloc(Block{Addr: y.Addr, Size: y.Size, Time: x.Size, Stack: uint64(y.Stack), Op: y.Op, Tid: tid})
 		default:
 			r.LastTime = last
 			r.Event(&evs[x.Size])

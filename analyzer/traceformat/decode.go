@@ -516,6 +516,7 @@ const (
 	fastOther = iota
 	fastAlloc // a heap allocation: dt, address, size, stack
 	fastFree  // a heap free: dt, address
+	fastRealloc
 )
 
 var fastTags = func() (t [256]uint8) {
@@ -523,7 +524,9 @@ var fastTags = func() (t [256]uint8) {
 		switch op {
 		case event.OpFree, event.OpDelete, event.OpDeleteArray:
 			t[recEvent+uint8(op)] = fastFree
-		case event.OpRealloc, event.OpReallocarray, event.OpMmap, event.OpMunmap, event.OpMremap:
+		case event.OpRealloc, event.OpReallocarray:
+			t[recEvent+uint8(op)] = fastRealloc
+		case event.OpMmap, event.OpMunmap, event.OpMremap:
 		default:
 			t[recEvent+uint8(op)] = fastAlloc
 		}
@@ -587,6 +590,45 @@ func (d *decoder) threadCols(s *slotState, c *cols) error {
 			fRing[fN%backRefs] = a
 			fN++
 			out = append(out, event.Rec{Time: lastT << shift, Addr: a, Op: event.Op(tag - recEvent), Kind: event.Free})
+			n++
+			continue
+		case fastRealloc:
+			// Only a realloc that moved a block: with either address 0
+			// it is an allocation or a free, timed differently.
+			dt, nt := uv8(binary.LittleEndian.Uint64(tim[to:]))
+			if to+nt+8 > len(tim) || nt > 8 {
+				break
+			}
+			dt2, nt2 := uv8(binary.LittleEndian.Uint64(tim[to+nt:]))
+			v, na := uv8(binary.LittleEndian.Uint64(adr[ao:]))
+			if ao+na+8 > len(adr) || na > 8 {
+				break
+			}
+			old, ok := address(v, aRing, aN)
+			if !ok || old == 0 {
+				break
+			}
+			// The new address may refer back to the old one: note it
+			// where the slot's next free goes. The generic reader, if it
+			// reads this record again, writes the same there.
+			fRing[fN%backRefs] = old
+			v, na2 := uv8(binary.LittleEndian.Uint64(adr[ao+na:]))
+			a, ok := address(v, fRing, fN+1)
+			size, ns := uv8(binary.LittleEndian.Uint64(siz[so:]))
+			stack, nk := uv8(binary.LittleEndian.Uint64(rec[ro+1:]))
+			if !ok || a == 0 || stack > 0xffffffff || nt2|na2|ns|nk > 8 {
+				break
+			}
+			to, ao, so, ro = to+nt+nt2, ao+na+na2, so+ns, ro+1+nk
+			lastT += dt
+			t := lastT << shift
+			lastT += dt2
+			fN++
+			aRing[aN%backRefs] = a
+			aN++
+			op := event.Op(tag - recEvent)
+			out = append(out, event.Rec{Time: t, Addr: old, Size: t + dt2<<shift, Op: op, Kind: event.Realloc},
+				event.Rec{Time: t, Addr: a, Size: size, Stack: uint32(stack), Op: op, Kind: event.Realloc})
 			n++
 			continue
 		}
@@ -695,6 +737,11 @@ func (r *run) add(e *event.Event) {
 	if (e.Kind == event.Alloc || e.Kind == event.Free) && e.Time2 == 0 && e.OldAddr == 0 &&
 		e.OldSize == 0 && e.Flags == 0 && e.Stack <= 0xffffffff && e.Tid == r.tid {
 		r.recs = append(r.recs, event.Rec{Time: e.Time, Addr: e.Addr, Size: e.Size, Stack: uint32(e.Stack), Op: e.Op, Kind: e.Kind})
+		return
+	}
+	if e.Kind == event.Realloc && e.OldSize == 0 && e.Flags == 0 && e.Stack <= 0xffffffff && e.Tid == r.tid {
+		r.recs = append(r.recs, event.Rec{Time: e.Time, Addr: e.OldAddr, Size: e.Time2, Op: e.Op, Kind: event.Realloc},
+			event.Rec{Time: e.Time, Addr: e.Addr, Size: e.Size, Stack: uint32(e.Stack), Op: e.Op, Kind: event.Realloc})
 		return
 	}
 	r.recs = append(r.recs, event.Rec{Time: e.Time, Size: uint64(len(r.evs))})

@@ -205,10 +205,7 @@ func (m *merger) hand(r *run, recs []event.Rec) {
 		m.rh.Recs(r.tid, recs, r.evs)
 		return
 	}
-	m.evs = m.evs[:0]
-	for i := range recs {
-		m.evs = append(m.evs, recs[i].Event(r.tid, r.evs))
-	}
+	m.evs = event.AppendEvents(m.evs[:0], r.tid, recs, r.evs)
 	if m.bh != nil {
 		m.bh.EventBatch(m.evs)
 		return
