@@ -175,25 +175,26 @@ func (r *Replay) Recs(tid uint32, recs []event.Rec, evs []event.Event) {
 	var n uint64
 	for i := 0; i < len(recs); i++ {
 		x := &recs[i]
-		switch x.Kind {
+		switch x.Kind() {
 		case event.Alloc:
 			last = max(last, x.Time)
 			n++
-			r.alloc(Block{Addr: x.Addr, Size: x.Size, Time: x.Time, Stack: uint64(x.Stack), Op: x.Op, Tid: tid})
+			r.alloc(Block{Addr: x.Addr, Size: x.Size(), Time: x.Time, Stack: x.Stack(), Op: x.Op(), Tid: tid})
 		case event.Free:
 			last = max(last, x.Time)
 			n++
-			r.free(x.Addr, x.Time, x.Op)
+			r.free(x.Addr, x.Time, x.Op())
 		case event.Realloc:
 			y := &recs[i+1]
 			i++
-			last = max(last, x.Time, x.Size)
+			t2 := x.Time + x.Delta()
+			last = max(last, x.Time, t2)
 			n++
-			r.free(x.Addr, x.Time, x.Op)
-			r.alloc(Block{Addr: y.Addr, Size: y.Size, Time: x.Size, Stack: uint64(y.Stack), Op: y.Op, Tid: tid})
+			r.free(x.Addr, x.Time, x.Op())
+			r.alloc(Block{Addr: y.Addr, Size: y.Size(), Time: t2, Stack: y.Stack(), Op: y.Op(), Tid: tid})
 		default:
 			r.LastTime = last
-			r.Event(&evs[x.Size])
+			r.Event(&evs[x.Index()])
 			last = r.LastTime
 		}
 	}

@@ -568,14 +568,14 @@ func (d *decoder) threadCols(s *slotState, c *cols) error {
 			size, ns := uv8(binary.LittleEndian.Uint64(siz[so:]))
 			stack, nk := uv8(binary.LittleEndian.Uint64(rec[ro+1:]))
 			a, ok := address(v, fRing, fN)
-			if !ok || a == 0 || stack > 0xffffffff || nt|na|ns|nk > 8 {
+			if !ok || a == 0 || size > event.RecMaxSize || stack > event.RecMaxStack || nt|na|ns|nk > 8 {
 				break
 			}
 			to, ao, so, ro = to+nt, ao+na, so+ns, ro+1+nk
 			lastT += dt
 			aRing[aN%backRefs] = a
 			aN++
-			out = append(out, event.Rec{Time: lastT << shift, Addr: a, Size: size, Stack: uint32(stack), Op: event.Op(tag - recEvent), Kind: event.Alloc})
+			out = append(out, event.AllocRec(lastT<<shift, a, size, stack, event.Op(tag-recEvent)))
 			n++
 			continue
 		case fastFree:
@@ -589,7 +589,7 @@ func (d *decoder) threadCols(s *slotState, c *cols) error {
 			lastT += dt
 			fRing[fN%backRefs] = a
 			fN++
-			out = append(out, event.Rec{Time: lastT << shift, Addr: a, Op: event.Op(tag - recEvent), Kind: event.Free})
+			out = append(out, event.FreeRec(lastT<<shift, a, event.Op(tag-recEvent)))
 			n++
 			continue
 		case fastRealloc:
@@ -616,7 +616,7 @@ func (d *decoder) threadCols(s *slotState, c *cols) error {
 			a, ok := address(v, fRing, fN+1)
 			size, ns := uv8(binary.LittleEndian.Uint64(siz[so:]))
 			stack, nk := uv8(binary.LittleEndian.Uint64(rec[ro+1:]))
-			if !ok || a == 0 || stack > 0xffffffff || nt2|na2|ns|nk > 8 {
+			if !ok || a == 0 || size > event.RecMaxSize || stack > event.RecMaxStack || dt2<<shift > event.RecMaxDelta || nt2|na2|ns|nk > 8 {
 				break
 			}
 			to, ao, so, ro = to+nt+nt2, ao+na+na2, so+ns, ro+1+nk
@@ -626,9 +626,8 @@ func (d *decoder) threadCols(s *slotState, c *cols) error {
 			fN++
 			aRing[aN%backRefs] = a
 			aN++
-			op := event.Op(tag - recEvent)
-			out = append(out, event.Rec{Time: t, Addr: old, Size: t + dt2<<shift, Op: op, Kind: event.Realloc},
-				event.Rec{Time: t, Addr: a, Size: size, Stack: uint32(stack), Op: op, Kind: event.Realloc})
+			r1, r2 := event.ReallocRecs(t, dt2<<shift, old, a, size, stack, event.Op(tag-recEvent))
+			out = append(out, r1, r2)
 			n++
 			continue
 		}
@@ -734,17 +733,21 @@ func (d *decoder) record(s *slotState, c *cols) error {
 
 // add appends e to the run, compact when the compact form holds all of it.
 func (r *run) add(e *event.Event) {
-	if (e.Kind == event.Alloc || e.Kind == event.Free) && e.Time2 == 0 && e.OldAddr == 0 &&
-		e.OldSize == 0 && e.Flags == 0 && e.Stack <= 0xffffffff && e.Tid == r.tid {
-		r.recs = append(r.recs, event.Rec{Time: e.Time, Addr: e.Addr, Size: e.Size, Stack: uint32(e.Stack), Op: e.Op, Kind: e.Kind})
-		return
+	if e.Tid == r.tid && e.OldSize == 0 && e.Flags == 0 && e.Size <= event.RecMaxSize && e.Stack <= event.RecMaxStack {
+		switch {
+		case e.Kind == event.Alloc && e.Time2 == 0 && e.OldAddr == 0:
+			r.recs = append(r.recs, event.AllocRec(e.Time, e.Addr, e.Size, e.Stack, e.Op))
+			return
+		case e.Kind == event.Free && e.Time2 == 0 && e.OldAddr == 0 && e.Size == 0 && e.Stack == 0:
+			r.recs = append(r.recs, event.FreeRec(e.Time, e.Addr, e.Op))
+			return
+		case e.Kind == event.Realloc && e.Time2-e.Time <= event.RecMaxDelta:
+			r1, r2 := event.ReallocRecs(e.Time, e.Time2-e.Time, e.OldAddr, e.Addr, e.Size, e.Stack, e.Op)
+			r.recs = append(r.recs, r1, r2)
+			return
+		}
 	}
-	if e.Kind == event.Realloc && e.OldSize == 0 && e.Flags == 0 && e.Stack <= 0xffffffff && e.Tid == r.tid {
-		r.recs = append(r.recs, event.Rec{Time: e.Time, Addr: e.OldAddr, Size: e.Time2, Op: e.Op, Kind: event.Realloc},
-			event.Rec{Time: e.Time, Addr: e.Addr, Size: e.Size, Stack: uint32(e.Stack), Op: e.Op, Kind: event.Realloc})
-		return
-	}
-	r.recs = append(r.recs, event.Rec{Time: e.Time, Size: uint64(len(r.evs))})
+	r.recs = append(r.recs, event.EventRec(e.Time, len(r.evs)))
 	r.evs = append(r.evs, *e)
 }
 
