@@ -136,21 +136,23 @@ func (r *Replay) site(stack uint64) *Site {
 	return s
 }
 
-func (r *Replay) grow(b *Block) {
-	r.cur += b.Size
+func (r *Replay) grow(b *Block) { r.growBy(b.Size, b.Time, b.Stack) }
+
+func (r *Replay) growBy(size, t, stack uint64) {
+	r.cur += size
 	if r.cur > r.Peak {
-		r.Peak, r.PeakTime = r.cur, b.Time
+		r.Peak, r.PeakTime = r.cur, t
 	}
-	s := r.site(b.Stack)
+	s := r.site(stack)
 	if s.Allocs == 0 {
-		s.First = b.Time
+		s.First = t
 	}
 	s.Allocs++
-	s.AllocBytes += b.Size
-	s.Last = b.Time
-	s.Live += b.Size
+	s.AllocBytes += size
+	s.Last = t
+	s.Live += size
 	if s.Live > s.Peak {
-		s.Peak, s.PeakTime = s.Live, b.Time
+		s.Peak, s.PeakTime = s.Live, t
 	}
 }
 
@@ -179,7 +181,7 @@ func (r *Replay) Recs(tid uint32, recs []event.Rec, evs []event.Event) {
 		case event.Alloc:
 			last = max(last, x.Time)
 			n++
-			r.alloc(Block{Addr: x.Addr, Size: x.Size(), Time: x.Time, Stack: x.Stack(), Op: x.Op(), Tid: tid})
+			r.allocRec(x.Addr, x.Size(), x.Time, x.Stack(), x.Op(), tid)
 		case event.Free:
 			last = max(last, x.Time)
 			n++
@@ -191,7 +193,7 @@ func (r *Replay) Recs(tid uint32, recs []event.Rec, evs []event.Event) {
 			last = max(last, x.Time, t2)
 			n++
 			r.free(x.Addr, x.Time, x.Op())
-			r.alloc(Block{Addr: y.Addr, Size: y.Size(), Time: t2, Stack: y.Stack(), Op: y.Op(), Tid: tid})
+			r.allocRec(y.Addr, y.Size(), t2, y.Stack(), y.Op(), tid)
 		default:
 			r.LastTime = last
 			r.Event(&evs[x.Index()])
@@ -228,6 +230,21 @@ func (r *Replay) Event(e *event.Event) {
 		r.munmap(e.OldAddr, e.OldSize, e.Time, true)
 		r.mmap(Block{Addr: e.Addr, Size: e.Size, Time: e.Time2, Stack: e.Stack, Op: e.Op, Tid: e.Tid, Flags: event.MapAnonymous})
 	}
+}
+
+// allocRec is alloc for a compact record. In the usual case, no free
+// waiting for the block and no other block at its address, it writes the
+// table slot from the fields without making a Block.
+func (r *Replay) allocRec(addr, size, t, stack uint64, op event.Op, tid uint32) {
+	if len(r.pending) == 0 {
+		if i, ok := r.heap.find(addr); !ok && (r.heap.n+1)*2 <= len(r.heap.ents) {
+			r.growBy(size, t, stack)
+			r.heap.ents[i] = ent{addr: addr, size: size, time: t, stack: stack, tid: tid, op: op}
+			r.heap.n++
+			return
+		}
+	}
+	r.alloc(Block{Addr: addr, Size: size, Time: t, Stack: stack, Op: op, Tid: tid})
 }
 
 func (r *Replay) alloc(b Block) {
