@@ -563,10 +563,10 @@ func (d *decoder) threadCols(s *slotState, c *cols) error {
 		}
 		switch kind {
 		case fastAlloc:
-			dt, nt := uv8(binary.LittleEndian.Uint64(tim[to:]))
+			dt, nt := uv1(tim, to)
 			v, na := uv8(binary.LittleEndian.Uint64(adr[ao:]))
 			size, ns := uv8(binary.LittleEndian.Uint64(siz[so:]))
-			stack, nk := uv8(binary.LittleEndian.Uint64(rec[ro+1:]))
+			stack, nk := uv1(rec, ro+1)
 			a, ok := address(v, fRing, fN)
 			if !ok || a == 0 || size > event.RecMaxSize || stack > event.RecMaxStack || nt|na|ns|nk > 8 {
 				break
@@ -579,7 +579,7 @@ func (d *decoder) threadCols(s *slotState, c *cols) error {
 			n++
 			continue
 		case fastFree:
-			dt, nt := uv8(binary.LittleEndian.Uint64(tim[to:]))
+			dt, nt := uv1(tim, to)
 			v, na := uv8(binary.LittleEndian.Uint64(adr[ao:]))
 			a, ok := address(v, aRing, aN)
 			if !ok || a == 0 || nt|na > 8 {
@@ -682,6 +682,17 @@ func uv8(x uint64) (uint64, int) {
 	x = x&0x00003fff00003fff | x>>2&0x0fffc0000fffc000
 	x = x&0x000000000fffffff | x>>4&0x00fffffff0000000
 	return x, bits.TrailingZeros64(m)>>3 + 1
+}
+
+// uv1 is uv8 for the uvarint at b[off], with 8 bytes there, for fields
+// that nearly always take one byte (time deltas, stack ids): a branch
+// that is almost never taken costs less than gathering.
+func uv1(b []byte, off int) (uint64, int) {
+	x := binary.LittleEndian.Uint64(b[off:])
+	if x&0x80 == 0 {
+		return x & 0x7f, 1
+	}
+	return uv8(x)
 }
 
 // record reads one thread record of any kind at the columns' offsets.
