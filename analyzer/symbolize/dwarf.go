@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // loadDWARF is elf.File.DWARF reading only the sections naming code needs:
@@ -19,7 +20,13 @@ import (
 func loadDWARF(f *elf.File) (*dwarf.Data, error) {
 	want := map[string]bool{"abbrev": true, "info": true, "str": true, "line": true, "ranges": true,
 		"addr": true, "line_str": true, "rnglists": true, "str_offsets": true}
-	dat := map[string][]byte{}
+	type read struct {
+		s      *elf.Section
+		suffix string
+		b      []byte
+		err    error
+	}
+	var reads []*read
 	for _, s := range f.Sections {
 		suffix, ok := strings.CutPrefix(s.Name, ".debug_")
 		if !ok {
@@ -28,11 +35,27 @@ func loadDWARF(f *elf.File) (*dwarf.Data, error) {
 		if !ok || !want[suffix] || s.Type == elf.SHT_NOBITS {
 			continue
 		}
-		b, err := s.Data()
-		if err != nil {
-			return nil, fmt.Errorf("section %s: %v", s.Name, err)
+		reads = append(reads, &read{s: s, suffix: suffix})
+	}
+	// Sections decompress independently (each Open has its own reader
+	// over the file): reading them at once takes about the time of the
+	// largest, .debug_info, rather than the sum. Symbolizing runs after
+	// the trace is read, on an otherwise idle machine.
+	var wg sync.WaitGroup
+	for _, r := range reads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.b, r.err = sectionData(r.s)
+		}()
+	}
+	wg.Wait()
+	dat := map[string][]byte{}
+	for _, r := range reads {
+		if r.err != nil {
+			return nil, fmt.Errorf("section %s: %v", r.s.Name, r.err)
 		}
-		dat[suffix] = b
+		dat[r.suffix] = r.b
 	}
 	d, err := dwarf.New(dat["abbrev"], nil, nil, dat["info"], dat["line"], nil, dat["ranges"], dat["str"])
 	if err != nil {
@@ -46,6 +69,25 @@ func loadDWARF(f *elf.File) (*dwarf.Data, error) {
 		}
 	}
 	return d, nil
+}
+
+// sectionData is s.Data. For a size that is plausible, small or not far
+// above what the file stores, it reads into one buffer of that size:
+// Data grows its buffer in steps, a defence against sizes a corrupt
+// header claims, and copying as it grows was a third of reading a large
+// section.
+func sectionData(s *elf.Section) ([]byte, error) {
+	if s.Size > 64<<20 && s.Size/32 > s.FileSize {
+		return s.Data()
+	}
+	b := make([]byte, s.Size)
+	if _, err := io.ReadFull(s.Open(), b); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return b, nil
 }
 
 func hasDWARF(f *elf.File) bool {
