@@ -237,10 +237,8 @@ func (r *Replay) Event(e *event.Event) {
 // table slot from the fields without making a Block.
 func (r *Replay) allocRec(addr, size, t, stack uint64, op event.Op, tid uint32) {
 	if len(r.pending) == 0 {
-		if i, ok := r.heap.find(addr); !ok && (r.heap.n+1)*2 <= len(r.heap.ents) {
+		if i, ok := r.heap.find(addr); !ok && r.heap.insertAt(i, ent{addr: addr, size: size, time: t, stack: stack, tid: tid, op: op}) {
 			r.growBy(size, t, stack)
-			r.heap.ents[i] = ent{addr: addr, size: size, time: t, stack: stack, tid: tid, op: op}
-			r.heap.n++
 			return
 		}
 	}

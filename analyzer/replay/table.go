@@ -3,15 +3,25 @@ package replay
 import "libleak/analyzer/event"
 
 // blockTable maps addresses to live blocks: open addressing with linear
-// probing and backward-shift deletion. The replay does one lookup and one
-// insert or delete per event, which makes this its hottest structure;
-// Go's map costs about twice as much here. A slot holds its key and its
-// block together, in 40 bytes: a lookup, which mostly misses the cache,
-// then touches one line rather than one in a key array and one in a value
-// array.
+// probing. The replay does one lookup and one insert or delete per event,
+// which makes this its hottest structure; Go's map costs about twice as
+// much here. A slot holds its key and its block together, in 40 bytes: a
+// lookup, which mostly misses the cache, then touches one line rather than
+// one in a key array and one in a value array.
+//
+// A free leaves its block's slot dead, address kept, rather than closing
+// the gap (which reads the slots after it, most often on another line):
+// allocators hand freed addresses out again soon, and an allocation at an
+// address with a dead slot takes that slot back. Dead slots are dropped
+// when the table is rebuilt, which happens when live and dead slots fill
+// half of it; it doubles then only if the live ones fill more than a
+// quarter, so its size follows the live blocks (at most 8 slots per live
+// block), and a rebuild, which visits every slot, comes after at least a
+// quarter of the slots were newly taken.
 type blockTable struct {
 	ents []ent
-	n    int
+	n    int // live slots
+	used int // live and dead slots
 	mask uint64
 }
 
@@ -21,6 +31,7 @@ type ent struct {
 	addr, size, time, stack uint64
 	tid                     uint32
 	op                      event.Op
+	dead                    bool
 }
 
 func toEnt(b *Block) ent {
@@ -38,28 +49,33 @@ func (t *blockTable) init(size int) {
 	}
 	t.ents = make([]ent, c)
 	t.mask = uint64(c - 1)
-	t.n = 0
+	t.n, t.used = 0, 0
 }
 
 func hashAddr(a uint64) uint64 { return (a >> 4) * 0x9e3779b97f4a7c15 >> 20 }
 
-// find returns the slot holding a, or the empty slot where a would go.
+// find returns the slot holding a live block at a; or, with found false,
+// the slot a block at a goes in: a's dead slot, or an empty one. An
+// address has at most one slot, live or dead.
 func (t *blockTable) find(a uint64) (i uint64, found bool) {
 	for i = hashAddr(a) & t.mask; ; i = (i + 1) & t.mask {
 		switch t.ents[i].addr {
 		case a:
-			return i, true
+			return i, !t.ents[i].dead
 		case 0:
 			return i, false
 		}
 	}
 }
 
-// insertAt puts a new block into the empty slot find returned for its
-// address; it reports false when the table must grow first (put then).
+// insertAt puts a new block into the slot find returned for its address;
+// it reports false when the table must be rebuilt first (put then).
 func (t *blockTable) insertAt(i uint64, e ent) bool {
-	if (t.n+1)*2 > len(t.ents) {
-		return false
+	if t.ents[i].addr == 0 {
+		if (t.used+1)*2 > len(t.ents) {
+			return false
+		}
+		t.used++
 	}
 	t.ents[i] = e
 	t.n++
@@ -67,41 +83,34 @@ func (t *blockTable) insertAt(i uint64, e ent) bool {
 }
 
 func (t *blockTable) put(e ent) {
-	if (t.n+1)*2 > len(t.ents) {
-		t.grow()
+	if (t.used+1)*2 > len(t.ents) {
+		t.rebuild()
 	}
-	for i := hashAddr(e.addr) & t.mask; ; i = (i + 1) & t.mask {
-		switch t.ents[i].addr {
-		case e.addr:
-			t.ents[i] = e
-			return
-		case 0:
-			t.ents[i] = e
-			t.n++
-			return
-		}
+	i, found := t.find(e.addr)
+	if found {
+		t.ents[i] = e
+		return
 	}
+	t.insertAt(i, e)
 }
 
-// delAt empties slot i, which holds a block.
+// delAt frees slot i, which holds a live block.
 func (t *blockTable) delAt(i uint64) {
-	// Shift later entries of the run back so no probe sequence breaks.
-	for j := (i + 1) & t.mask; t.ents[j].addr != 0; j = (j + 1) & t.mask {
-		h := hashAddr(t.ents[j].addr) & t.mask
-		if (j > i && (h <= i || h > j)) || (j < i && h <= i && h > j) {
-			t.ents[i] = t.ents[j]
-			i = j
-		}
-	}
-	t.ents[i] = ent{}
+	t.ents[i].dead = true
 	t.n--
 }
 
-func (t *blockTable) grow() {
+func (t *blockTable) rebuild() {
 	ents := t.ents
-	t.init(len(ents))
+	c := len(ents)
+	if t.n*4 > c {
+		c *= 2
+	}
+	t.ents = make([]ent, c)
+	t.mask = uint64(c - 1)
+	t.n, t.used = 0, 0
 	for i := range ents {
-		if ents[i].addr != 0 {
+		if ents[i].addr != 0 && !ents[i].dead {
 			t.put(ents[i])
 		}
 	}
@@ -109,7 +118,7 @@ func (t *blockTable) grow() {
 
 func (t *blockTable) each(f func(Block)) {
 	for i := range t.ents {
-		if t.ents[i].addr != 0 {
+		if t.ents[i].addr != 0 && !t.ents[i].dead {
 			f(t.ents[i].block())
 		}
 	}
