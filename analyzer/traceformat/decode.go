@@ -655,17 +655,19 @@ func (d *decoder) threadCols(s *slotState, c *cols) error {
 // latest addresses of the kind a back-reference names. It reports false
 // for a bad back-reference.
 func address(v uint64, from *[backRefs]uint64, n uint64) (uint64, bool) {
+	if v&3 == 2 {
+		back := v >> 2
+		if back-1 >= backRefs || back > n {
+			return 0, false
+		}
+		return from[(n-back)%backRefs], true
+	}
+	// The two whole forms without a branch between them.
+	a := v >> 2 << 4
 	if v&1 != 0 {
-		return v >> 1, true
+		a = v >> 1
 	}
-	if v&2 == 0 {
-		return v >> 2 << 4, true
-	}
-	back := v >> 2
-	if back-1 >= backRefs || back > n {
-		return 0, false
-	}
-	return from[(n-back)%backRefs], true
+	return a, true
 }
 
 // uv8 decodes the uvarint at the start of x, eight bytes of a column, and
