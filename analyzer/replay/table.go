@@ -13,16 +13,18 @@ import "libleak/analyzer/event"
 // the gap (which reads the slots after it, most often on another line):
 // allocators hand freed addresses out again soon, and an allocation at an
 // address with a dead slot takes that slot back. Dead slots are dropped
-// when the table is rebuilt, which happens when live and dead slots fill
-// half of it; it doubles then only if the live ones fill more than a
-// quarter, so its size follows the live blocks (at most 8 slots per live
-// block), and a rebuild, which visits every slot, comes after at least a
-// quarter of the slots were newly taken.
+// when live and dead slots fill half the table: in place, or, if the live
+// ones fill more than 3/8, into a table twice the size; so its size
+// follows the live blocks (at most 16/3 slots per live block), and a
+// rebuild, which visits every slot, comes after at least an eighth of the
+// slots were newly taken.
 type blockTable struct {
 	ents []ent
 	n    int // live slots
 	used int // live and dead slots
 	mask uint64
+
+	scratch []ent // purge's
 }
 
 // ent is a heap block in the table (heap blocks carry no mmap flags).
@@ -101,11 +103,12 @@ func (t *blockTable) delAt(i uint64) {
 }
 
 func (t *blockTable) rebuild() {
-	ents := t.ents
-	c := len(ents)
-	if t.n*4 > c {
-		c *= 2
+	if t.n*8 <= len(t.ents)*3 {
+		t.purge()
+		return
 	}
+	ents := t.ents
+	c := 2 * len(ents)
 	t.ents = make([]ent, c)
 	t.mask = uint64(c - 1)
 	t.n, t.used = 0, 0
@@ -114,6 +117,40 @@ func (t *blockTable) rebuild() {
 			t.put(ents[i])
 		}
 	}
+}
+
+// purge drops the dead slots in place, a run of occupied slots at a time:
+// it empties the run and puts its live blocks back, each at or before its
+// old slot, so runs after it are not disturbed.
+func (t *blockTable) purge() {
+	c := uint64(len(t.ents))
+	start := uint64(0)
+	for t.ents[start].addr != 0 {
+		start++ // an empty slot exists: at most half are used
+	}
+	for k := uint64(0); k < c; {
+		j := (start + k) & t.mask
+		if t.ents[j].addr == 0 {
+			k++
+			continue
+		}
+		live := t.scratch[:0]
+		for ; t.ents[j].addr != 0; j, k = (j+1)&t.mask, k+1 {
+			if !t.ents[j].dead {
+				live = append(live, t.ents[j])
+			}
+			t.ents[j] = ent{}
+		}
+		for _, e := range live {
+			i := hashAddr(e.addr) & t.mask
+			for t.ents[i].addr != 0 {
+				i = (i + 1) & t.mask
+			}
+			t.ents[i] = e
+		}
+		t.scratch = live[:0]
+	}
+	t.used = t.n
 }
 
 func (t *blockTable) each(f func(Block)) {
