@@ -77,6 +77,7 @@ type Replay struct {
 	ScanTime uint64
 	Scans    []*event.Scan // every scan, in time order
 
+	touched   uint64 // sum of Recs' early loads, kept so they are not dropped
 	cur, Peak uint64
 	PeakTime  uint64
 	LastTime  uint64
@@ -174,9 +175,15 @@ func (r *Replay) EventBatch(evs []event.Event) {
 // (event.RecHandler).
 func (r *Replay) Recs(tid uint32, recs []event.Rec, evs []event.Event) {
 	last := r.LastTime
-	var n uint64
+	var n, touched uint64
 	for i := 0; i < len(recs); i++ {
 		x := &recs[i]
+		// Load the table slot of the record a few ahead: its address's
+		// line, which mostly misses the cache, is then on its way while
+		// this record is applied.
+		if j := i + prefetchAhead; j < len(recs) {
+			touched += r.heap.ents[hashAddr(recs[j].Addr)&r.heap.mask].addr
+		}
 		switch x.Kind() {
 		case event.Alloc:
 			last = max(last, x.Time)
@@ -202,7 +209,11 @@ func (r *Replay) Recs(tid uint32, recs []event.Rec, evs []event.Event) {
 	}
 	r.LastTime = last
 	r.Events += n
+	r.touched += touched
 }
+
+// prefetchAhead is how many records ahead Recs loads table slots.
+const prefetchAhead = 8
 
 // Event applies one event.
 func (r *Replay) Event(e *event.Event) {
