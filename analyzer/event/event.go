@@ -175,6 +175,85 @@ type BatchHandler interface {
 	EventBatch(evs []Event)
 }
 
+// Rec is an event in the compact form a decoder can hand a RecHandler.
+// Nearly every event of a trace is a heap allocation, free or realloc, and
+// those fit in 24 bytes (a realloc in two records) where an Event takes
+// 72: the decoder writes, and the replay reads, a third of the memory.
+//
+// Info holds the kind (top 3 bits), the op (the next 5) and 56 bits that
+// depend on the kind. A record of Kind Alloc or Free is the event itself:
+// Time, Addr, and for an allocation its size (below 2^32) and stack id
+// (below 2^24); the thread is the batch's. A Realloc that moved a block is
+// two records with the same Time: the first has the old address and
+// Time2 - Time (below 2^56), the second is the new block as an
+// allocation's. A record of Kind 0 stands for the Event at index Index()
+// of the batch's events; only its Time is meaningful here.
+type Rec struct {
+	Time, Addr, Info uint64
+}
+
+// Limits of the compact form: larger values travel as whole Events.
+const (
+	RecMaxSize  = 1<<32 - 1
+	RecMaxStack = 1<<24 - 1
+	RecMaxDelta = 1<<56 - 1
+)
+
+func (r *Rec) Kind() Kind          { return Kind(r.Info >> 61) }
+func (r *Rec) Op() Op              { return Op(r.Info >> 56 & 31) }
+func (r *Rec) Size() uint64        { return r.Info & RecMaxSize }
+func (r *Rec) Stack() uint64       { return r.Info >> 32 & RecMaxStack }
+func (r *Rec) Delta() uint64       { return r.Info & RecMaxDelta }
+func (r *Rec) Index() int          { return int(r.Info & RecMaxDelta) }
+func recInfo(k Kind, op Op) uint64 { return uint64(k)<<61 | uint64(op&31)<<56 }
+
+// AllocRec is an allocation; size and stack must be within the limits.
+func AllocRec(t, addr, size, stack uint64, op Op) Rec {
+	return Rec{t, addr, recInfo(Alloc, op) | stack<<32 | size}
+}
+
+// FreeRec is a free.
+func FreeRec(t, addr uint64, op Op) Rec { return Rec{t, addr, recInfo(Free, op)} }
+
+// ReallocRecs is a realloc that moved the block at old, at time t, to
+// addr, at t + delta; delta, size and stack must be within the limits.
+func ReallocRecs(t, delta, old, addr, size, stack uint64, op Op) (Rec, Rec) {
+	return Rec{t, old, recInfo(Realloc, op) | delta}, Rec{t, addr, recInfo(Realloc, op) | stack<<32 | size}
+}
+
+// EventRec stands for the event at index i of its batch's events.
+func EventRec(t uint64, i int) Rec { return Rec{Time: t, Info: uint64(i)} }
+
+// RecHandler is implemented by handlers that take runs of events in the
+// compact form: recs, all of thread tid, in order, with the full events
+// that records of Kind 0 refer to. Both slices are only valid during the
+// call.
+type RecHandler interface {
+	Recs(tid uint32, recs []Rec, evs []Event)
+}
+
+// AppendEvents appends recs, of thread tid, to out as Events; evs are the
+// full events of their batch.
+func AppendEvents(out []Event, tid uint32, recs []Rec, evs []Event) []Event {
+	for i := 0; i < len(recs); i++ {
+		r := &recs[i]
+		switch r.Kind() {
+		case 0:
+			out = append(out, evs[r.Index()])
+		case Realloc:
+			n := &recs[i+1]
+			out = append(out, Event{Kind: Realloc, Op: r.Op(), Tid: tid, Time: r.Time, Time2: r.Time + r.Delta(),
+				OldAddr: r.Addr, Addr: n.Addr, Size: n.Size(), Stack: n.Stack()})
+			i++
+		case Alloc:
+			out = append(out, Event{Kind: Alloc, Op: r.Op(), Tid: tid, Time: r.Time, Addr: r.Addr, Size: r.Size(), Stack: r.Stack()})
+		default:
+			out = append(out, Event{Kind: r.Kind(), Op: r.Op(), Tid: tid, Time: r.Time, Addr: r.Addr})
+		}
+	}
+	return out
+}
+
 // Verdict kinds of the exit-time reachability scan.
 const (
 	VerdictDefinite = 1

@@ -77,6 +77,7 @@ type Replay struct {
 	ScanTime uint64
 	Scans    []*event.Scan // every scan, in time order
 
+	touched   uint64 // sum of Recs' early loads, kept so they are not dropped
 	cur, Peak uint64
 	PeakTime  uint64
 	LastTime  uint64
@@ -136,21 +137,23 @@ func (r *Replay) site(stack uint64) *Site {
 	return s
 }
 
-func (r *Replay) grow(b *Block) {
-	r.cur += b.Size
+func (r *Replay) grow(b *Block) { r.growBy(b.Size, b.Time, b.Stack) }
+
+func (r *Replay) growBy(size, t, stack uint64) {
+	r.cur += size
 	if r.cur > r.Peak {
-		r.Peak, r.PeakTime = r.cur, b.Time
+		r.Peak, r.PeakTime = r.cur, t
 	}
-	s := r.site(b.Stack)
+	s := r.site(stack)
 	if s.Allocs == 0 {
-		s.First = b.Time
+		s.First = t
 	}
 	s.Allocs++
-	s.AllocBytes += b.Size
-	s.Last = b.Time
-	s.Live += b.Size
+	s.AllocBytes += size
+	s.Last = t
+	s.Live += size
 	if s.Live > s.Peak {
-		s.Peak, s.PeakTime = s.Live, b.Time
+		s.Peak, s.PeakTime = s.Live, t
 	}
 }
 
@@ -167,6 +170,50 @@ func (r *Replay) EventBatch(evs []event.Event) {
 		r.Event(&evs[i])
 	}
 }
+
+// Recs applies a run of one thread's events in compact form
+// (event.RecHandler).
+func (r *Replay) Recs(tid uint32, recs []event.Rec, evs []event.Event) {
+	last := r.LastTime
+	var n, touched uint64
+	for i := 0; i < len(recs); i++ {
+		x := &recs[i]
+		// Load the table slot of the record a few ahead: its address's
+		// line, which mostly misses the cache, is then on its way while
+		// this record is applied.
+		if j := i + prefetchAhead; j < len(recs) {
+			touched += r.heap.ents[hashAddr(recs[j].Addr)&r.heap.mask].addr
+		}
+		switch x.Kind() {
+		case event.Alloc:
+			last = max(last, x.Time)
+			n++
+			r.allocRec(x.Addr, x.Size(), x.Time, x.Stack(), x.Op(), tid)
+		case event.Free:
+			last = max(last, x.Time)
+			n++
+			r.free(x.Addr, x.Time, x.Op())
+		case event.Realloc:
+			y := &recs[i+1]
+			i++
+			t2 := x.Time + x.Delta()
+			last = max(last, x.Time, t2)
+			n++
+			r.free(x.Addr, x.Time, x.Op())
+			r.allocRec(y.Addr, y.Size(), t2, y.Stack(), y.Op(), tid)
+		default:
+			r.LastTime = last
+			r.Event(&evs[x.Index()])
+			last = r.LastTime
+		}
+	}
+	r.LastTime = last
+	r.Events += n
+	r.touched += touched
+}
+
+// prefetchAhead is how many records ahead Recs loads table slots.
+const prefetchAhead = 8
 
 // Event applies one event.
 func (r *Replay) Event(e *event.Event) {
@@ -196,6 +243,19 @@ func (r *Replay) Event(e *event.Event) {
 	}
 }
 
+// allocRec is alloc for a compact record. In the usual case, no free
+// waiting for the block and no other block at its address, it writes the
+// table slot from the fields without making a Block.
+func (r *Replay) allocRec(addr, size, t, stack uint64, op event.Op, tid uint32) {
+	if len(r.pending) == 0 {
+		if i, ok := r.heap.find(addr); !ok && r.heap.insertAt(i, ent{addr: addr, size: size, time: t, stack: stack, tid: tid, op: op}) {
+			r.growBy(size, t, stack)
+			return
+		}
+	}
+	r.alloc(Block{Addr: addr, Size: size, Time: t, Stack: stack, Op: op, Tid: tid})
+}
+
 func (r *Replay) alloc(b Block) {
 	r.grow(&b)
 	// A free of this block that was read before it?
@@ -222,17 +282,17 @@ func (r *Replay) alloc(b Block) {
 	if ok {
 		// Two blocks at one address: one of them was released by a free
 		// that is still to come, or by none we could see.
-		old := r.heap.vals[i]
+		old := r.heap.ents[i].block()
 		if old.Time <= b.Time {
 			r.displaced[b.Addr] = append(r.displaced[b.Addr], old)
-			r.heap.vals[i] = b
+			r.heap.ents[i] = toEnt(&b)
 		} else {
 			r.displaced[b.Addr] = append(r.displaced[b.Addr], b)
 		}
 		return
 	}
-	if !r.heap.insertAt(i, b) {
-		r.heap.put(b.Addr, b)
+	if e := toEnt(&b); !r.heap.insertAt(i, e) {
+		r.heap.put(e)
 	}
 }
 
@@ -241,13 +301,29 @@ func (r *Replay) free(addr, t uint64, op event.Op) {
 		return
 	}
 	slot, ok := r.heap.find(addr)
-	var cur Block
-	if ok {
-		cur = r.heap.vals[slot]
-	}
 	var dis []Block
 	if len(r.displaced) > 0 {
 		dis = r.displaced[addr]
+	}
+	if ok && len(dis) == 0 {
+		// The usual free: the block at addr, allocated before it, and no
+		// other block waiting for a free at that address.
+		if e := &r.heap.ents[slot]; e.time <= t {
+			if families[e.op] != families[op] {
+				b := e.block()
+				r.checkFamily(&b, op, t)
+			}
+			r.cur -= e.size
+			s := r.site(e.stack)
+			s.Live -= e.size
+			s.Frees++
+			r.heap.delAt(slot)
+			return
+		}
+	}
+	var cur Block
+	if ok {
+		cur = r.heap.ents[slot].block()
 	}
 	// The block freed is the one at addr allocated last before t.
 	best := -1
@@ -266,7 +342,7 @@ func (r *Replay) free(addr, t uint64, op event.Op) {
 		if len(dis) > 0 {
 			// The newest displaced block takes its place.
 			j := newest(dis)
-			r.heap.vals[slot] = dis[j]
+			r.heap.ents[slot] = toEnt(&dis[j])
 			r.setDisplaced(addr, append(dis[:j], dis[j+1:]...))
 		} else {
 			r.heap.delAt(slot)
@@ -298,6 +374,14 @@ func (r *Replay) setDisplaced(addr uint64, bs []Block) {
 		r.displaced[addr] = bs
 	}
 }
+
+// families is Op.Family as a table, for the per-free check.
+var families = func() (f [256]event.Family) {
+	for op := range f {
+		f[op] = event.Op(op).Family()
+	}
+	return f
+}()
 
 func (r *Replay) checkFamily(b *Block, op event.Op, t uint64) {
 	if b.Op.Family() != op.Family() {

@@ -258,7 +258,7 @@ func (o *object) load() {
 	o.syms, o.symIx = funcSymbols(symFile, syms)
 
 	if dbg != nil {
-		d, err := loadDWARF(dbg)
+		d, err := loadDWARF(dbg, dbgPath)
 		if err != nil {
 			notes = append(notes, fmt.Sprintf("unreadable DWARF in %s: %v", dbgPath, err))
 		} else {

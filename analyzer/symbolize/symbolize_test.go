@@ -699,3 +699,33 @@ func section(t *testing.T, path, name string) *elf.Section {
 	}
 	return s
 }
+
+// Debug sections compressed with zlib, which the symbolizer inflates
+// itself, name frames as the uncompressed ones do.
+func TestCompressedDebugSections(t *testing.T) {
+	c, _, _ := fixtures(t)
+	z := filepath.Join(t.TempDir(), "compressed")
+	if out, err := exec.Command("objcopy", "--compress-debug-sections=zlib", c.exe, z).CombinedOutput(); err != nil {
+		t.Skipf("objcopy: %v: %s", err, out)
+	}
+	f, err := elf.Open(z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := f.Section(".debug_info")
+	f.Close()
+	if info == nil || info.Flags&elf.SHF_COMPRESSED == 0 {
+		t.Skip("objcopy did not compress .debug_info")
+	}
+	pcs := []uint64{c.addr["ra entry"], c.addr["fn entry"], c.addr["ra lib"]}
+	want := New(Options{}).Process(c.mods).Stack(pcs)
+	got := New(Options{}).Process(c.withModule(c.exe, func(m *event.Module) { m.Path = z })).Stack(pcs)
+	for i := range got {
+		if got[i].Module == z {
+			got[i].Module = c.exe
+		}
+	}
+	if !reflect.DeepEqual(got, want) || len(want) == 0 || want[0].Line == 0 {
+		t.Errorf("compressed: %s\nwant %s", fmtFrames(got), fmtFrames(want))
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 	"strings"
 
@@ -120,8 +121,10 @@ const (
 // every event before the previous frame's mark has been read once a frame
 // is complete, so events older than that mark are released, merged.
 type run struct {
-	ev  []event.Event
-	pos int
+	tid  uint32
+	recs []event.Rec
+	evs  []event.Event // the events that records of Kind 0 stand for
+	pos  int
 }
 
 type decoder struct {
@@ -303,12 +306,9 @@ func (d *decoder) frame(data []byte) error {
 				d.slots[slot] = s
 			}
 			d.cur = d.m.newRun()
+			d.cur.tid = s.tid
 			err = d.thread(s, piece)
-			if len(d.cur.ev) > 0 {
-				d.m.add(mop{kind: mopRun, run: d.cur})
-			} else {
-				d.m.recycle(d.cur)
-			}
+			d.endRun()
 			d.cur = nil
 		}
 		if err != nil {
@@ -479,63 +479,289 @@ func (c *cols) err() error {
 	return nil
 }
 
+// endRun hands the run being filled to the merger.
+func (d *decoder) endRun() {
+	if len(d.cur.recs) > 0 {
+		d.m.add(mop{kind: mopRun, run: d.cur})
+	} else {
+		d.m.recycle(d.cur)
+	}
+}
+
 func (d *decoder) thread(s *slotState, p []byte) error {
 	c := &d.cols
 	if err := c.init(p, d.version >= 2); err != nil {
 		return err
 	}
-	b := c.rec
-	for b.off < len(b.b) && b.err == nil {
-		tag := b.byte()
-		switch {
-		case tag == recReset:
-			s.tid = uint32(b.uvarint())
-			s.lastT = b.uvarint()
-		case tag == recStack:
-			id := b.uvarint()
-			n := b.uvarint()
-			if n > 1024 {
-				return fmt.Errorf("stack of %d frames", n)
-			}
-			d.pcs = d.pcs[:0]
-			var pc uint64
-			for i := uint64(0); i < n; i++ {
-				pc += uint64(b.svarint())
-				d.pcs = append(d.pcs, pc)
-			}
-			if b.err == nil {
-				d.m.add(mop{kind: mopStack, id: id, pcs: append([]uint64(nil), d.pcs...)})
-			}
-		case tag == recDropped:
-			d.st.Dropped += b.uvarint()
-		case tag > recEvent && tag <= recEvent+uint8(event.OpMremap):
-			// Parsed in place: an event is 72 bytes, and a copy of each
-			// cost as much as parsing it.
-			n := len(d.cur.ev)
-			if n < cap(d.cur.ev) {
-				d.cur.ev = d.cur.ev[:n+1]
-			} else {
-				d.cur.ev = append(d.cur.ev, event.Event{})
-			}
-			e := &d.cur.ev[n]
-			*e = event.Event{Op: event.Op(tag - recEvent), Tid: s.tid}
-			d.event(s, c, e)
-			if c.err() == nil {
-				d.st.Events++
-			} else {
-				d.cur.ev = d.cur.ev[:n]
-			}
-		default:
-			return fmt.Errorf("unknown record 0x%02x", tag)
-		}
-		if err := c.err(); err != nil {
+	if d.version >= 3 {
+		if err := d.threadCols(s, c); err != nil {
 			return err
+		}
+	} else {
+		b := c.rec
+		for b.off < len(b.b) && b.err == nil {
+			if err := d.record(s, c); err != nil {
+				return err
+			}
 		}
 	}
 	if c.time.off != len(c.time.b) || c.addr.off != len(c.addr.b) || c.size.off != len(c.size.b) {
 		return errors.New("columns longer than their records")
 	}
 	return nil
+}
+
+// Thread record tags the columnar loop reads itself.
+const (
+	fastOther = iota
+	fastAlloc // a heap allocation: dt, address, size, stack
+	fastFree  // a heap free: dt, address
+	fastRealloc
+)
+
+var fastTags = func() (t [256]uint8) {
+	for op := event.OpMalloc; op <= event.OpMremap; op++ {
+		switch op {
+		case event.OpFree, event.OpDelete, event.OpDeleteArray:
+			t[recEvent+uint8(op)] = fastFree
+		case event.OpRealloc, event.OpReallocarray:
+			t[recEvent+uint8(op)] = fastRealloc
+		case event.OpMmap, event.OpMunmap, event.OpMremap:
+		default:
+			t[recEvent+uint8(op)] = fastAlloc
+		}
+	}
+	return t
+}()
+
+// threadCols reads a columnar piece. Heap allocations and frees, nearly
+// every record, are read here with the columns' offsets and the slot's
+// state in locals, and written as compact records; any other record, or
+// one that is not plainly well-formed (an error, address 0, a stack id
+// past 32 bits), is read again from its start by record, which handles
+// every case and reports errors.
+func (d *decoder) threadCols(s *slotState, c *cols) error {
+	for i := range s.refs {
+		if s.refs[i].ring == nil {
+			s.refs[i].ring = new([backRefs]uint64)
+		}
+	}
+	rec, tim, adr, siz := c.rec.b, c.time.b, c.addr.b, c.size.b
+	ro, to, ao, so := c.rec.off, c.time.off, c.addr.off, c.size.off
+	lastT, shift := s.lastT, d.shift
+	aRing, aN := s.refs[allocs].ring, s.refs[allocs].n
+	fRing, fN := s.refs[frees].ring, s.refs[frees].n
+	out := d.cur.recs
+	var n uint64
+	for ro < len(rec) {
+		tag := rec[ro]
+		// Near a column's end the generic reader takes over: here every
+		// column has room for a whole uvarint load.
+		kind := fastTags[tag]
+		if ro+9 > len(rec) || to+8 > len(tim) || ao+8 > len(adr) || so+8 > len(siz) {
+			kind = fastOther
+		}
+		switch kind {
+		case fastAlloc:
+			dt, nt := uv1(tim, to)
+			v, na := uv8(binary.LittleEndian.Uint64(adr[ao:]))
+			size, ns := uv8(binary.LittleEndian.Uint64(siz[so:]))
+			stack, nk := uv1(rec, ro+1)
+			a, ok := address(v, fRing, fN)
+			if !ok || a == 0 || size > event.RecMaxSize || stack > event.RecMaxStack || nt|na|ns|nk > 8 {
+				break
+			}
+			to, ao, so, ro = to+nt, ao+na, so+ns, ro+1+nk
+			lastT += dt
+			aRing[aN%backRefs] = a
+			aN++
+			out = append(out, event.AllocRec(lastT<<shift, a, size, stack, event.Op(tag-recEvent)))
+			n++
+			continue
+		case fastFree:
+			dt, nt := uv1(tim, to)
+			v, na := uv8(binary.LittleEndian.Uint64(adr[ao:]))
+			a, ok := address(v, aRing, aN)
+			if !ok || a == 0 || nt|na > 8 {
+				break
+			}
+			to, ao, ro = to+nt, ao+na, ro+1
+			lastT += dt
+			fRing[fN%backRefs] = a
+			fN++
+			out = append(out, event.FreeRec(lastT<<shift, a, event.Op(tag-recEvent)))
+			n++
+			continue
+		case fastRealloc:
+			// Only a realloc that moved a block: with either address 0
+			// it is an allocation or a free, timed differently.
+			dt, nt := uv8(binary.LittleEndian.Uint64(tim[to:]))
+			if to+nt+8 > len(tim) || nt > 8 {
+				break
+			}
+			dt2, nt2 := uv8(binary.LittleEndian.Uint64(tim[to+nt:]))
+			v, na := uv8(binary.LittleEndian.Uint64(adr[ao:]))
+			if ao+na+8 > len(adr) || na > 8 {
+				break
+			}
+			old, ok := address(v, aRing, aN)
+			if !ok || old == 0 {
+				break
+			}
+			// The new address may refer back to the old one: note it
+			// where the slot's next free goes. The generic reader, if it
+			// reads this record again, writes the same there.
+			fRing[fN%backRefs] = old
+			v, na2 := uv8(binary.LittleEndian.Uint64(adr[ao+na:]))
+			a, ok := address(v, fRing, fN+1)
+			size, ns := uv8(binary.LittleEndian.Uint64(siz[so:]))
+			stack, nk := uv8(binary.LittleEndian.Uint64(rec[ro+1:]))
+			if !ok || a == 0 || size > event.RecMaxSize || stack > event.RecMaxStack || dt2<<shift > event.RecMaxDelta || nt2|na2|ns|nk > 8 {
+				break
+			}
+			to, ao, so, ro = to+nt+nt2, ao+na+na2, so+ns, ro+1+nk
+			lastT += dt
+			t := lastT << shift
+			lastT += dt2
+			fN++
+			aRing[aN%backRefs] = a
+			aN++
+			r1, r2 := event.ReallocRecs(t, dt2<<shift, old, a, size, stack, event.Op(tag-recEvent))
+			out = append(out, r1, r2)
+			n++
+			continue
+		}
+		c.rec.off, c.time.off, c.addr.off, c.size.off = ro, to, ao, so
+		s.lastT, s.refs[allocs].n, s.refs[frees].n = lastT, aN, fN
+		d.cur.recs = out
+		d.st.Events += n
+		n = 0
+		if err := d.record(s, c); err != nil {
+			return err
+		}
+		ro, to, ao, so = c.rec.off, c.time.off, c.addr.off, c.size.off
+		lastT = s.lastT
+		aN, fN = s.refs[allocs].n, s.refs[frees].n
+		out = d.cur.recs
+	}
+	c.rec.off, c.time.off, c.addr.off, c.size.off = ro, to, ao, so
+	s.lastT, s.refs[allocs].n, s.refs[frees].n = lastT, aN, fN
+	d.cur.recs = out
+	d.st.Events += n
+	return nil
+}
+
+// address decodes a version 3 address v (see addr); from holds the n
+// latest addresses of the kind a back-reference names. It reports false
+// for a bad back-reference.
+func address(v uint64, from *[backRefs]uint64, n uint64) (uint64, bool) {
+	if v&3 == 2 {
+		back := v >> 2
+		if back-1 >= backRefs || back > n {
+			return 0, false
+		}
+		return from[(n-back)%backRefs], true
+	}
+	// The two whole forms without a branch between them.
+	a := v >> 2 << 4
+	if v&1 != 0 {
+		a = v >> 1
+	}
+	return a, true
+}
+
+// uv8 decodes the uvarint at the start of x, eight bytes of a column, and
+// returns its length; a length of 9 means it is longer than x, and so is
+// not decoded (lengths OR'ed over a record's fields exceed 8 then, or when
+// one is exactly 8: both are left to the generic reader). Whole addresses
+// take 7 bytes, back-references 1 or 2 and sizes 1 or 2: the length
+// changes from record to record, so the 7-bit groups are gathered without
+// a branch on it.
+func uv8(x uint64) (uint64, int) {
+	m := ^x & 0x8080808080808080
+	x &= m ^ (m - 1)
+	x = x&0x007f007f007f007f | x>>1&0x3f803f803f803f80
+	x = x&0x00003fff00003fff | x>>2&0x0fffc0000fffc000
+	x = x&0x000000000fffffff | x>>4&0x00fffffff0000000
+	return x, bits.TrailingZeros64(m)>>3 + 1
+}
+
+// uv1 is uv8 for the uvarint at b[off], with 8 bytes there, for fields
+// that nearly always take one byte (time deltas, stack ids): a branch
+// that is almost never taken costs less than gathering.
+func uv1(b []byte, off int) (uint64, int) {
+	x := binary.LittleEndian.Uint64(b[off:])
+	if x&0x80 == 0 {
+		return x & 0x7f, 1
+	}
+	return uv8(x)
+}
+
+// record reads one thread record of any kind at the columns' offsets.
+func (d *decoder) record(s *slotState, c *cols) error {
+	b := c.rec
+	tag := b.byte()
+	switch {
+	case tag == recReset:
+		tid := uint32(b.uvarint())
+		s.tid = tid
+		s.lastT = b.uvarint()
+		if tid != d.cur.tid {
+			// A run is one thread's.
+			if len(d.cur.recs) > 0 {
+				d.endRun()
+				d.cur = d.m.newRun()
+			}
+			d.cur.tid = tid
+		}
+	case tag == recStack:
+		id := b.uvarint()
+		n := b.uvarint()
+		if n > 1024 {
+			return fmt.Errorf("stack of %d frames", n)
+		}
+		d.pcs = d.pcs[:0]
+		var pc uint64
+		for i := uint64(0); i < n; i++ {
+			pc += uint64(b.svarint())
+			d.pcs = append(d.pcs, pc)
+		}
+		if b.err == nil {
+			d.m.add(mop{kind: mopStack, id: id, pcs: append([]uint64(nil), d.pcs...)})
+		}
+	case tag == recDropped:
+		d.st.Dropped += b.uvarint()
+	case tag > recEvent && tag <= recEvent+uint8(event.OpMremap):
+		e := event.Event{Op: event.Op(tag - recEvent), Tid: s.tid}
+		d.event(s, c, &e)
+		if c.err() == nil {
+			d.st.Events++
+			d.cur.add(&e)
+		}
+	default:
+		return fmt.Errorf("unknown record 0x%02x", tag)
+	}
+	return c.err()
+}
+
+// add appends e to the run, compact when the compact form holds all of it.
+func (r *run) add(e *event.Event) {
+	if e.Tid == r.tid && e.OldSize == 0 && e.Flags == 0 && e.Size <= event.RecMaxSize && e.Stack <= event.RecMaxStack {
+		switch {
+		case e.Kind == event.Alloc && e.Time2 == 0 && e.OldAddr == 0:
+			r.recs = append(r.recs, event.AllocRec(e.Time, e.Addr, e.Size, e.Stack, e.Op))
+			return
+		case e.Kind == event.Free && e.Time2 == 0 && e.OldAddr == 0 && e.Size == 0 && e.Stack == 0:
+			r.recs = append(r.recs, event.FreeRec(e.Time, e.Addr, e.Op))
+			return
+		case e.Kind == event.Realloc && e.Time2-e.Time <= event.RecMaxDelta:
+			r1, r2 := event.ReallocRecs(e.Time, e.Time2-e.Time, e.OldAddr, e.Addr, e.Size, e.Stack, e.Op)
+			r.recs = append(r.recs, r1, r2)
+			return
+		}
+	}
+	r.recs = append(r.recs, event.EventRec(e.Time, len(r.evs)))
+	r.evs = append(r.evs, *e)
 }
 
 func (d *decoder) time(s *slotState, c *cols) uint64 {

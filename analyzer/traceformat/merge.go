@@ -39,8 +39,10 @@ const (
 // merger's fields other than in, free and done belong to its goroutine.
 type merger struct {
 	h     event.Handler
+	rh    event.RecHandler   // h, when it takes compact records
 	bh    event.BatchHandler // h, when it takes runs of events
 	sh    event.ScanHandler
+	evs   []event.Event // records made events, for a handler that is not rh
 	runs  []*run
 	scans []*event.Scan // read, waiting for the events older than them
 
@@ -54,6 +56,7 @@ type merger struct {
 
 func newMerger(h event.Handler) *merger {
 	m := &merger{h: h, in: make(chan []mop, 1), spare: make(chan []mop, 3), done: make(chan struct{})}
+	m.rh, _ = h.(event.RecHandler)
 	m.bh, _ = h.(event.BatchHandler)
 	m.sh, _ = h.(event.ScanHandler)
 	go func() {
@@ -105,7 +108,7 @@ func (m *merger) newRun() *run {
 	r := m.free[n-1]
 	m.free = m.free[:n-1]
 	m.mu.Unlock()
-	r.ev, r.pos = r.ev[:0], 0
+	r.recs, r.evs, r.pos = r.recs[:0], r.evs[:0], 0
 	return r
 }
 
@@ -145,8 +148,8 @@ func (m *merger) release(limit uint64) {
 		best := -1
 		var bt uint64
 		for i, r := range m.runs {
-			if r.pos < len(r.ev) {
-				if t := r.ev[r.pos].Time; t < limit && (best < 0 || t < bt) {
+			if r.pos < len(r.recs) {
+				if t := r.recs[r.pos].Time; t < limit && (best < 0 || t < bt) {
 					best, bt = i, t
 				}
 			}
@@ -167,26 +170,24 @@ func (m *merger) release(limit uint64) {
 			next = m.scans[0].Time - 1
 		}
 		for i, o := range m.runs {
-			if i != best && o.pos < len(o.ev) && o.ev[o.pos].Time < next {
-				next = o.ev[o.pos].Time
+			if i != best && o.pos < len(o.recs) && o.recs[o.pos].Time < next {
+				next = o.recs[o.pos].Time
 			}
 		}
 		end := r.pos
-		for end < len(r.ev) && r.ev[end].Time <= next && r.ev[end].Time < limit {
+		if next >= limit {
+			// Events before limit only: the bound is the same either way.
+			next = limit - 1
+		}
+		for end < len(r.recs) && r.recs[end].Time <= next {
 			end++
 		}
-		if m.bh != nil {
-			m.bh.EventBatch(r.ev[r.pos:end])
-		} else {
-			for i := r.pos; i < end; i++ {
-				m.h.Event(&r.ev[i])
-			}
-		}
+		m.hand(r, r.recs[r.pos:end])
 		r.pos = end
 	}
 	kept := m.runs[:0]
 	for _, r := range m.runs {
-		if r.pos < len(r.ev) {
+		if r.pos < len(r.recs) {
 			kept = append(kept, r)
 		} else {
 			m.recycle(r)
@@ -196,4 +197,20 @@ func (m *merger) release(limit uint64) {
 		m.runs[i] = nil
 	}
 	m.runs = kept
+}
+
+// hand gives the handler recs, a part of run r.
+func (m *merger) hand(r *run, recs []event.Rec) {
+	if m.rh != nil {
+		m.rh.Recs(r.tid, recs, r.evs)
+		return
+	}
+	m.evs = event.AppendEvents(m.evs[:0], r.tid, recs, r.evs)
+	if m.bh != nil {
+		m.bh.EventBatch(m.evs)
+		return
+	}
+	for i := range m.evs {
+		m.h.Event(&m.evs[i])
+	}
 }

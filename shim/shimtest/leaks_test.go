@@ -172,12 +172,17 @@ type opCounter struct {
 	frees        uint64
 }
 
-// EventBatch overrides the embedded Replay's: a decoder hands runs of
-// events to it when it has one, which would bypass Event below.
+// EventBatch and Recs override the embedded Replay's: a decoder hands
+// runs of events, or of compact records, to them when it has them, which
+// would bypass Event below.
 func (c *opCounter) EventBatch(evs []event.Event) {
 	for i := range evs {
 		c.Event(&evs[i])
 	}
+}
+
+func (c *opCounter) Recs(tid uint32, recs []event.Rec, evs []event.Event) {
+	c.EventBatch(event.AppendEvents(nil, tid, recs, evs))
 }
 
 func (c *opCounter) Event(e *event.Event) {
