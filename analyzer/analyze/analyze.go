@@ -184,6 +184,14 @@ func Add(rep *report.Report, in *Input, o Options) {
 		}
 		var out []report.Frame
 		for _, pc := range r.Stacks[stack] {
+			// The shim's own frames (a hook that called into libc on
+			// the program's behalf) are not the program's. Dropping
+			// them before they are named spares reading the tracer's
+			// own debug information: the Go runtime's, larger than
+			// most programs'.
+			if h.Tracer != "" && pc > 0 && rawFrame(mods, pc-1).Module == h.Tracer {
+				continue
+			}
 			var fr []report.Frame
 			if src != nil {
 				fr = src.Frames(pc, true)
@@ -191,8 +199,6 @@ func Add(rep *report.Report, in *Input, o Options) {
 				fr = []report.Frame{rawFrame(mods, pc)}
 			}
 			for _, f := range fr {
-				// The shim's own frames (a hook that called into libc
-				// on the program's behalf) are not the program's.
 				if h.Tracer != "" && f.Module == h.Tracer {
 					continue
 				}
