@@ -78,9 +78,33 @@ struct rule {
 // that chain, each slot remembers the slot of the caller's rule seen last
 // (callers repeat): the walk loads that rule while the return address is
 // still on its way, and only checks the guess against it.
+//
+// Whole walks are cached too. A program allocates from few call paths, and
+// from each at the same stack depth every time: the first frame's address
+// and stack pointer repeat. A walk is a function of the registers it
+// starts from and the stack words it reads, so a thread keeps its last
+// walks from a few (ip, sp) pairs with the address and value of every
+// word they read. When those words still hold those values, walking again
+// would read the same words and give the same stack: it is copied
+// instead, for a compare per word rather than a rule per frame. The rbp
+// the walk started with counts when a rule used it before the walk loaded
+// rbp from the stack. Walks through signal frames, on stacks of unknown
+// bounds, or that ended at an address without a rule are not kept.
+#define SC_WAYS 16
+#define SC_PCS 32
+#define SC_READS 64
+struct walk {
+	uintptr_t ip, sp, rbp;
+	int16_t n, nread, max;
+	uint8_t need_rbp, ok;
+	uintptr_t pcs[SC_PCS];
+	uintptr_t addr[SC_READS], val[SC_READS];
+};
+
 struct cache {
 	struct rule rule[CACHE_SIZE];
 	uint16_t next[CACHE_SIZE];
+	struct walk walk[SC_WAYS];
 };
 
 static TLS struct cache *t_cache;
@@ -749,6 +773,39 @@ static inline int leave_ours(uintptr_t *fp, uintptr_t *ip, uintptr_t *sp, uintpt
 	return 1;
 }
 
+static inline struct walk *walk_slot(struct cache *c, uintptr_t ip, uintptr_t sp) {
+	return &c->walk[((ip ^ (sp * 0xc2b2ae3d27d4eb4fu)) * 0x9e3779b97f4a7c15u) >> (64 - 4)];
+}
+
+// walk_replay copies a kept walk's stack when its reads still hold.
+static inline int walk_replay(const struct walk *w, uintptr_t ip, uintptr_t sp, uintptr_t rbp, int max, uintptr_t *pcs) {
+	if (!w->ok || w->ip != ip || w->sp != sp || w->max != max || (w->need_rbp && w->rbp != rbp))
+		return 0;
+	for (int k = 0; k < w->nread; k++)
+		if (*(const volatile uintptr_t *)w->addr[k] != w->val[k])
+			return 0;
+	for (int k = 0; k < w->n; k++)
+		pcs[k] = w->pcs[k];
+	return 1;
+}
+
+// rload is load that notes the word read in the walk being kept, if any.
+static inline int rload(struct bounds *b, uintptr_t a, uintptr_t *v, struct walk *w, int *keep) {
+	if (!load(b, a, v)) {
+		*keep = 0;
+		return 0;
+	}
+	if (w) {
+		if (w->nread < SC_READS) {
+			w->addr[w->nread] = a;
+			w->val[w->nread++] = *v;
+		} else {
+			*keep = 0;
+		}
+	}
+	return 1;
+}
+
 // lookup finds the rule for key, working it out on a miss. NULL when no
 // object holds the address (JIT code, or garbage).
 static inline struct rule *lookup(struct cache *c, uint32_t i, uintptr_t key, struct rule *tmp) {
@@ -772,60 +829,81 @@ HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max) {
 	struct cache *c = cache();
 	struct bounds b;
 	stack_bounds(&b, sp);
+	// The walk to keep: its slot is emptied now and filled if it ends
+	// as one that can be replayed.
+	struct walk *w = NULL;
+	int keep = 0, rbp_read = 0;
+	if (LIKELY(c != NULL) && max <= SC_PCS && !b.check) {
+		w = walk_slot(c, ip, sp);
+		if (walk_replay(w, ip, sp, rbp, max, pcs))
+			return w->n;
+		*w = (struct walk){.ip = ip, .sp = sp, .rbp = rbp, .max = (int16_t)max};
+		keep = 1;
+	}
 	struct rule tmp;
 	uint32_t i = slot(ip);
 	const struct rule *r = lookup(c, i, ip, &tmp);
 	int n = 0;
 	while (n < max) {
 		// A frame with no rule (JIT code) is the last one recorded.
+		if (w)
+			w->pcs[n] = ip;
 		pcs[n++] = ip;
+		if (!r)
+			keep = 0;
 		if (n == max || !r)
 			break;
 		uintptr_t cfa, v, key;
+		if ((r->kind & CFA_MASK) == CFA_RBP || (r->kind & CFA_MASK) == CFA_DEREF || (r->kind & RBP_MASK) == RBP_AT_RBP)
+			if (w && !rbp_read)
+				w->need_rbp = 1;
 		switch (r->kind & CFA_MASK) {
 		case CFA_RSP:
 			cfa = sp + (intptr_t)r->cfa_off;
 			break;
 		case CFA_RBP:
 			if (!rbp_ok)
-				return n;
+				goto out;
 			cfa = rbp + (intptr_t)r->cfa_off;
 			break;
 		case CFA_DEREF:
-			if (!rbp_ok || !load(&b, rbp + (intptr_t)r->cfa_off, &cfa))
-				return n;
+			if (!rbp_ok || !rload(&b, rbp + (intptr_t)r->cfa_off, &cfa, w, &keep))
+				goto out;
 			break;
 		case CFA_SIGNAL: {
 			// The interrupted code may run on another stack (the
 			// handler's may be a sigaltstack): bounds anew. Its ip
 			// is exact, not a return address.
+			keep = 0;
 			uintptr_t g = sp + UC_GREGS;
 			if (!load(&b, g + 8 * UC_RIP, &v) || !load(&b, g + 8 * UC_RSP, &cfa) ||
 			    !load(&b, g + 8 * UC_RBP, &rbp))
-				return n;
+				goto out;
 			rbp_ok = 1;
 			sp = cfa;
 			ip = v;
 			stack_bounds(&b, sp);
 			if (ip < 4096)
-				return n;
+				goto out;
 			i = slot(ip | EXACT);
 			r = lookup(c, i, ip | EXACT, &tmp);
 			continue;
 		}
 		default:
-			return n;
+			goto out;
 		}
 		if (cfa - sp - 1 >= FRAME_MAX) // not above sp, or too far
 			break;
-		if (!load(&b, cfa + 8 * (intptr_t)r->ra_off8, &v))
+		if (!rload(&b, cfa + 8 * (intptr_t)r->ra_off8, &v, w, &keep))
 			break;
 		switch (r->kind & RBP_MASK) {
 		case RBP_AT_CFA:
-			rbp_ok = load(&b, cfa + r->rbp_off, &rbp);
+			rbp_ok = rload(&b, cfa + r->rbp_off, &rbp, w, &keep);
+			rbp_read = 1;
 			break;
 		case RBP_AT_RBP:
-			rbp_ok = rbp_ok && load(&b, rbp + r->rbp_off, &rbp);
+			rbp_ok = rbp_ok && rload(&b, rbp + r->rbp_off, &rbp, w, &keep);
+			rbp_read = 1;
 			break;
 		case RBP_LOST:
 			rbp_ok = 0;
@@ -847,6 +925,11 @@ HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max) {
 			i = g;
 		}
 		r = lookup(c, i, key, &tmp);
+	}
+out:
+	if (w) {
+		w->n = (int16_t)n;
+		w->ok = (uint8_t)keep;
 	}
 	return n;
 }
