@@ -251,3 +251,31 @@ func TestRealProgramsMatchValgrind(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) { totalsOnly(t, c.dir, c.argv...) })
 	}
 }
+
+// The exit scan faults its block array in on a thread of its own when the
+// heap is big; a program whose seccomp filter refuses threads must still
+// be scanned, with the same verdicts.
+func TestScanWithoutThreads(t *testing.T) {
+	bin := testutil.Program(t, "scan_noclone.c")
+	if err := exec.Command(bin).Run(); err != nil {
+		if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 77 {
+			t.Skip("this kernel has no seccomp filters")
+		}
+		t.Fatalf("%s: %v", bin, err)
+	}
+	r := run(t, true, t.TempDir(), nil, "", bin)
+	if r.stdout != "done\n" || r.status != 0 || len(r.traces) != 1 {
+		t.Fatalf("stdout %q, status %d, traces %v, stderr %q", r.stdout, r.status, r.traces, r.stderr)
+	}
+	rep, err := analyze.Run(r.traces, analyze.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]amount{report.KindDefinite: {100, 1}, report.KindReachable: {2_500_000*16 + 48, 2_500_001}}
+	for _, k := range []string{report.KindDefinite, report.KindIndirect, report.KindPossible, report.KindReachable, report.KindUnfreed} {
+		v := rep.Summary[k]
+		if got := (amount{v.Bytes, v.Blocks}); got != want[k] {
+			t.Errorf("%s: %+v, want %+v", k, got, want[k])
+		}
+	}
+}
