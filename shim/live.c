@@ -156,8 +156,7 @@ HIDDEN void live_add(void *p, size_t size) {
 		live_lost++;
 		return;
 	}
-	uint64_t key = (uint64_t)(a >> 3);
-	uint64_t e = key << LT_SZ_BITS | (size < LT_ESC ? size : LT_ESC);
+	uint64_t key = (uint64_t)(a >> 3), e = lt_pack(a, size);
 	struct shard *s = &shards[shard_index(a)];
 	spin_lock(&s->lock);
 	if (((s->live + 1) * 2 > s->cap && !grow(s)) || (size >= LT_ESC && !big_add(s, a, size))) {
@@ -238,7 +237,7 @@ HIDDEN void live_thaw(void) {
 }
 
 // live_shard gives shard i's table while frozen (cap slots, 0 is an empty
-// one; live_size reads a slot's size), or returns 0 past the last shard:
+// one; lt_size reads a slot's size), or returns 0 past the last shard:
 // the scan reads the entries where they are rather than copying millions
 // of them first.
 HIDDEN int live_shard(unsigned i, const uint64_t **tab, size_t *cap) {

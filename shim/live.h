@@ -56,6 +56,10 @@ HIDDEN void live_thaw(void);
 HIDDEN int live_shard(unsigned i, const uint64_t **tab, size_t *cap);
 HIDDEN size_t live_big_size(unsigned i, uintptr_t a);
 
+static inline uint64_t lt_pack(uintptr_t a, size_t n) {
+	return (uint64_t)(a >> 3) << LT_SZ_BITS | (n < LT_ESC ? n : LT_ESC);
+}
+
 static inline uintptr_t lt_addr(uint64_t e) { return (uintptr_t)(e >> LT_SZ_BITS) << 3; }
 
 // lt_size is the size of a block in shard i's table slot e (while frozen).

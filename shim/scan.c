@@ -28,15 +28,11 @@ enum { UNREACHED, POSSIBLE, REACHABLE, INDIRECT, DEFINITE };
 #define MAPPING 0x40 // a mapping, not a malloc block
 #define NOSCAN 0x80  // do not read its content (read-only or shared mapping)
 
-// A block is one word: its address over 8 in the high 44 bits (user
-// addresses have 47), its size in the low 20. Half the 16 bytes an
-// address and an end would take: for a heap of 16 M small blocks that is
-// 128 MiB less memory to fault in at exit, which is most of what
-// building the array costs. Sizes of 1 MiB and more are kept whole with
-// the large blocks.
-#define SZ_BITS 20
-#define SZ_ESC ((1u << SZ_BITS) - 1)
-#define ADDR_LIMIT ((uintptr_t)1 << 47)
+// A block is one word, packed as in the live table (live.h): half the 16
+// bytes an address and an end would take. For a heap of 16 M small blocks
+// that is 128 MiB less memory to fault in at exit, which is most of what
+// building the array costs. Sizes too large for the word are kept whole
+// with the large blocks.
 static uint64_t *blks; // in address order
 static uint8_t *state;   // per block: kind | MAPPING | NOSCAN
 static uint64_t *indirect;
@@ -103,15 +99,9 @@ struct range {
 static struct range *large;
 static size_t nlarge, large_cap;
 
-static int beyond_47; // a block above 2^47: no word holds its address
+static int too_high; // a mapping above LT_ADDR_LIMIT: no word holds its address
 
-static inline uint64_t blk_pack(uintptr_t a, uintptr_t e) {
-	uintptr_t n = e - a;
-	return (uint64_t)(a >> 3) << SZ_BITS | (n < SZ_ESC ? n : SZ_ESC);
-}
-
-static inline uintptr_t packed_addr(uint64_t v) { return (uintptr_t)(v >> SZ_BITS) << 3; }
-static inline uintptr_t blk_addr(size_t i) { return packed_addr(blks[i]); }
+static inline uintptr_t blk_addr(size_t i) { return lt_addr(blks[i]); }
 
 static uintptr_t large_end(uintptr_t a) {
 	size_t lo = 0, hi = nlarge;
@@ -122,13 +112,13 @@ static uintptr_t large_end(uintptr_t a) {
 		else
 			hi = mid;
 	}
-	return lo < nlarge && large[lo].addr == a ? large[lo].end : a + SZ_ESC;
+	return lo < nlarge && large[lo].addr == a ? large[lo].end : a + LT_ESC;
 }
 
 static inline uintptr_t blk_end(size_t i) {
 	uint64_t v = blks[i];
-	uintptr_t a = packed_addr(v), n = v & SZ_ESC;
-	return n != SZ_ESC ? a + n : large_end(a);
+	uintptr_t a = lt_addr(v), n = v & LT_ESC;
+	return n != LT_ESC ? a + n : large_end(a);
 }
 
 static inline unsigned pop64(uint64_t x) {
@@ -208,8 +198,8 @@ static inline int spans(uintptr_t a, uintptr_t e) { return e > a && ((e - 1) >> 
 
 // index_note counts a block in its chunk, as it is copied from the table.
 static inline int index_note(uintptr_t a, uintptr_t e) {
-	if (e > ADDR_LIMIT) {
-		beyond_47 = 1;
+	if (e > LT_ADDR_LIMIT) {
+		too_high = 1;
 		return 0;
 	}
 	struct chunk *c = chunk_get(a >> CHUNK_SHIFT);
@@ -309,7 +299,7 @@ static int index_groups(size_t n) {
 
 static inline void index_scatter(uintptr_t a, uintptr_t e) {
 	size_t g = chunk_find(a >> CHUNK_SHIFT)->group;
-	blks[gnext[g]++] = blk_pack(a, e);
+	blks[gnext[g]++] = lt_pack(a, e - a);
 	if (e - a >= (64u << 10) && nlarge < large_cap)
 		large[nlarge++] = (struct range){a, e};
 }
@@ -325,7 +315,7 @@ static size_t index_place(void) {
 		size_t s = g ? gend[g - 1] : 0, m = gend[g] - s;
 		memcpy(scratch, blks + s, m * sizeof *scratch);
 		for (size_t k = 0; k < m; k++) {
-			uintptr_t a = packed_addr(scratch[k]);
+			uintptr_t a = lt_addr(scratch[k]);
 			struct dent *x = &chunk_find(a >> CHUNK_SHIFT)->d[(a >> DENT_SHIFT) & (NDENT - 1)];
 			x->bits |= 1ull << ((a >> 3) & 63);
 			sdent[k] = x;
@@ -339,11 +329,11 @@ static size_t index_place(void) {
 		}
 		for (size_t k = 0; k < m; k++) {
 			uint64_t b = scratch[k];
-			uintptr_t a = packed_addr(b), n = b & SZ_ESC;
+			uintptr_t a = lt_addr(b), n = b & LT_ESC;
 			const struct dent *x = sdent[k];
 			size_t r = x->rank + pop64(x->bits & ((1ull << ((a >> 3) & 63)) - 1));
 			blks[r] = b;
-			if ((n == SZ_ESC || spans(a, a + n)) && nspan < span_cap)
+			if ((n == LT_ESC || spans(a, a + n)) && nspan < span_cap)
 				span[nspan++] = r;
 		}
 	}
@@ -990,7 +980,7 @@ HIDDEN int scan_run(void) {
 		touch_start(blks, cap * sizeof *blks);
 	lo_all = UINTPTR_MAX;
 	hi_all = 0;
-	beyond_47 = 0;
+	too_high = 0;
 	span_cap = large_cap = nspan = nlarge = 0;
 	uint64_t bytes = 0;
 	// The table is read where it lies, twice: once to count each chunk's
@@ -1020,8 +1010,8 @@ HIDDEN int scan_run(void) {
 	if (!ok) {
 		touch_end();
 		live_thaw();
-		if (beyond_47)
-			proc_note("no reachability scan: memory mapped above the 47-bit address space");
+		if (too_high)
+			proc_note("no reachability scan: memory mapped above the 48-bit address space");
 		else
 			proc_note("not enough memory for the reachability scan of %zu blocks", nheap);
 		scan_free(cap);

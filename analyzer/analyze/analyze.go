@@ -198,12 +198,7 @@ func Add(rep *report.Report, in *Input, o Options) {
 			} else {
 				fr = []report.Frame{rawFrame(mods, pc)}
 			}
-			for _, f := range fr {
-				if h.Tracer != "" && f.Module == h.Tracer {
-					continue
-				}
-				out = append(out, f)
-			}
+			out = append(out, fr...)
 		}
 		cache[stack] = out
 		return out
