@@ -86,15 +86,30 @@ struct rule {
 // walks from a few (ip, sp) pairs with the address and value of every
 // word they read. When those words still hold those values, walking again
 // would read the same words and give the same stack: it is copied
-// instead, for a compare per word rather than a rule per frame. The rbp
-// the walk started with counts when a rule used it before the walk loaded
-// rbp from the stack. Walks through signal frames, on stacks of unknown
-// bounds, or that ended at an address without a rule are not kept.
-#define SC_WAYS 16
+// instead, for a compare per word rather than a rule per frame. An rbp
+// counts only when a rule uses it: the one the walk started with, or a
+// saved one it loaded, which is noted when used, not when loaded (code
+// built without frame pointers keeps any value in rbp, and a caller's
+// loop counter there must not spoil the walk). Walks through signal
+// frames, on stacks of unknown bounds, or that ended at an address
+// without a rule are not kept.
+//
+// A kept walk also holds the memo (shim.h): the recorder's stack id for
+// its stack, tagged with the walk's own tag, which changes whenever the
+// walk is redone. A memo stored late, after a signal handler's allocation
+// redid the walk, carries the old tag and is never used.
+//
+// The walks are kept in WALK_SETS sets of WALK_WAYS, replaced in turn: a
+// slot per (ip, sp) pair thrashed whenever two of a program's few hot
+// pairs hashed alike, which depended on where ASLR put the stack.
+#define WALK_SETS 4
+#define WALK_WAYS 8
 #define SC_PCS 32
 #define SC_READS 64
 struct walk {
-	uintptr_t ip, sp, rbp;
+	uint64_t memo;
+	uint32_t tag;
+	uintptr_t rbp;
 	int16_t n, nread, max;
 	uint8_t need_rbp, ok;
 	uintptr_t pcs[SC_PCS];
@@ -104,7 +119,10 @@ struct walk {
 struct cache {
 	struct rule rule[CACHE_SIZE];
 	uint16_t next[CACHE_SIZE];
-	struct walk walk[SC_WAYS];
+	uintptr_t walk_ip[WALK_SETS * WALK_WAYS], walk_sp[WALK_SETS * WALK_WAYS];
+	uint8_t walk_next[WALK_SETS];
+	uint32_t tick; // the last walk's tag
+	struct walk walk[WALK_SETS * WALK_WAYS];
 };
 
 static TLS struct cache *t_cache;
@@ -773,38 +791,63 @@ static inline int leave_ours(uintptr_t *fp, uintptr_t *ip, uintptr_t *sp, uintpt
 	return 1;
 }
 
-static inline struct walk *walk_slot(struct cache *c, uintptr_t ip, uintptr_t sp) {
-	return &c->walk[((ip ^ (sp * 0xc2b2ae3d27d4eb4fu)) * 0x9e3779b97f4a7c15u) >> (64 - 4)];
+// walk_find returns the kept walk from (ip, sp), or NULL with *victim set
+// to the slot a new one takes.
+static inline struct walk *walk_find(struct cache *c, uintptr_t ip, uintptr_t sp, unsigned *victim) {
+	uint64_t h = (ip * 0x9e3779b97f4a7c15u) ^ (sp * 0xc2b2ae3d27d4eb4fu);
+	unsigned set = (unsigned)((h ^ (h >> 29)) * 0xff51afd7ed558ccdu >> 62), base = set * WALK_WAYS;
+	for (unsigned k = base; k < base + WALK_WAYS; k++)
+		if (c->walk_ip[k] == ip && c->walk_sp[k] == sp)
+			return &c->walk[k];
+	*victim = base + (c->walk_next[set]++ % WALK_WAYS);
+	return NULL;
 }
 
-// walk_replay copies a kept walk's stack when its reads still hold.
-static inline int walk_replay(const struct walk *w, uintptr_t ip, uintptr_t sp, uintptr_t rbp, int max, uintptr_t *pcs) {
-	if (!w->ok || w->ip != ip || w->sp != sp || w->max != max || (w->need_rbp && w->rbp != rbp))
+// walk_replay gives a kept walk's stack when its reads still hold: its
+// memo, or else a copy.
+static inline int walk_replay(struct walk *w, uintptr_t rbp, int max, uintptr_t *pcs, struct stack_memo *m, uint32_t *known) {
+	if (!w->ok || w->max != max || (w->need_rbp && w->rbp != rbp))
 		return 0;
 	for (int k = 0; k < w->nread; k++)
 		if (*(const volatile uintptr_t *)w->addr[k] != w->val[k])
 			return 0;
+	uint64_t memo = w->memo;
+	if ((uint32_t)(memo >> 32) == w->tag && (uint32_t)memo != 0) {
+		*known = (uint32_t)memo;
+		return 1;
+	}
 	for (int k = 0; k < w->n; k++)
 		pcs[k] = w->pcs[k];
+	m->slot = &w->memo;
+	m->tag = w->tag;
 	return 1;
 }
 
-// rload is load that notes the word read in the walk being kept, if any.
+// note adds a word read to the walk being kept, if any.
+static inline void note(struct walk *w, int *keep, uintptr_t a, uintptr_t v) {
+	if (!w)
+		return;
+	if (w->nread < SC_READS) {
+		w->addr[w->nread] = a;
+		w->val[w->nread++] = v;
+	} else {
+		*keep = 0;
+	}
+}
+
+// rload is load that notes the word read in the walk being kept.
 static inline int rload(struct bounds *b, uintptr_t a, uintptr_t *v, struct walk *w, int *keep) {
 	if (!load(b, a, v)) {
 		*keep = 0;
 		return 0;
 	}
-	if (w) {
-		if (w->nread < SC_READS) {
-			w->addr[w->nread] = a;
-			w->val[w->nread++] = *v;
-		} else {
-			*keep = 0;
-		}
-	}
+	note(w, keep, a, *v);
 	return 1;
 }
+
+// Where the walk's current rbp came from, for the walk being kept: the
+// register it started with, or the stack word at rbp_at (noted once used).
+enum { RBP_START, RBP_LOADED, RBP_NOTED };
 
 // lookup finds the rule for key, working it out on a miss. NULL when no
 // object holds the address (JIT code, or garbage).
@@ -819,9 +862,20 @@ static inline struct rule *lookup(struct cache *c, uint32_t i, uintptr_t key, st
 	return r;
 }
 
+// cfi_forget_in drops every memo of a thread's walks.
+static void cfi_forget_in(struct cache *c) {
+	for (unsigned k = 0; k < WALK_SETS * WALK_WAYS; k++)
+		c->walk[k].memo = 0;
+}
+
+HIDDEN void cfi_forget(void) {
+	if (t_cache)
+		cfi_forget_in(t_cache);
+}
+
 // cfi_capture: see unwind_capture. noinline keeps its frame, which the
 // walk over our own frames starts from.
-HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max) {
+HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max, struct stack_memo *m, uint32_t *known) {
 	uintptr_t ip, sp, rbp;
 	if (max <= 0 || !leave_ours(__builtin_frame_address(0), &ip, &sp, &rbp))
 		return 0;
@@ -832,12 +886,28 @@ HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max) {
 	// The walk to keep: its slot is emptied now and filled if it ends
 	// as one that can be replayed.
 	struct walk *w = NULL;
-	int keep = 0, rbp_read = 0;
+	int keep = 0, rbp_src = RBP_START;
+	uintptr_t rbp_at = 0;
 	if (LIKELY(c != NULL) && max <= SC_PCS && !b.check) {
-		w = walk_slot(c, ip, sp);
-		if (walk_replay(w, ip, sp, rbp, max, pcs))
+		unsigned v;
+		w = walk_find(c, ip, sp, &v);
+		if (w && walk_replay(w, rbp, max, pcs, m, known))
 			return w->n;
-		*w = (struct walk){.ip = ip, .sp = sp, .rbp = rbp, .max = (int16_t)max};
+		if (!w) {
+			c->walk_ip[v] = ip;
+			c->walk_sp[v] = sp;
+			w = &c->walk[v];
+		}
+		if (++c->tick == 0) { // wrapped: no tag may repeat a live memo's
+			cfi_forget_in(c);
+			c->tick = 1;
+		}
+		w->tag = c->tick;
+		w->memo = 0;
+		w->rbp = rbp;
+		w->n = w->nread = 0;
+		w->max = (int16_t)max;
+		w->need_rbp = w->ok = 0;
 		keep = 1;
 	}
 	struct rule tmp;
@@ -854,9 +924,14 @@ HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max) {
 		if (n == max || !r)
 			break;
 		uintptr_t cfa, v, key;
-		if ((r->kind & CFA_MASK) == CFA_RBP || (r->kind & CFA_MASK) == CFA_DEREF || (r->kind & RBP_MASK) == RBP_AT_RBP)
-			if (w && !rbp_read)
+		if ((r->kind & CFA_MASK) == CFA_RBP || (r->kind & CFA_MASK) == CFA_DEREF || (r->kind & RBP_MASK) == RBP_AT_RBP) {
+			// This rule uses rbp: the walk depends on where it came from.
+			if (w && rbp_src == RBP_START)
 				w->need_rbp = 1;
+			else if (rbp_src == RBP_LOADED)
+				note(w, &keep, rbp_at, rbp);
+			rbp_src = RBP_NOTED;
+		}
 		switch (r->kind & CFA_MASK) {
 		case CFA_RSP:
 			cfa = sp + (intptr_t)r->cfa_off;
@@ -898,12 +973,16 @@ HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max) {
 			break;
 		switch (r->kind & RBP_MASK) {
 		case RBP_AT_CFA:
-			rbp_ok = rload(&b, cfa + r->rbp_off, &rbp, w, &keep);
-			rbp_read = 1;
+			rbp_at = cfa + r->rbp_off;
+			rbp_ok = load(&b, rbp_at, &rbp);
+			keep = keep && rbp_ok;
+			rbp_src = RBP_LOADED;
 			break;
 		case RBP_AT_RBP:
-			rbp_ok = rbp_ok && rload(&b, rbp + r->rbp_off, &rbp, w, &keep);
-			rbp_read = 1;
+			rbp_at = rbp + r->rbp_off;
+			rbp_ok = rbp_ok && load(&b, rbp_at, &rbp);
+			keep = keep && rbp_ok;
+			rbp_src = RBP_LOADED;
 			break;
 		case RBP_LOST:
 			rbp_ok = 0;
@@ -930,6 +1009,10 @@ out:
 	if (w) {
 		w->n = (int16_t)n;
 		w->ok = (uint8_t)keep;
+		if (keep) {
+			m->slot = &w->memo;
+			m->tag = w->tag;
+		}
 	}
 	return n;
 }

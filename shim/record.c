@@ -226,6 +226,8 @@ static int hand_off(struct tstate *s) {
 	return 1;
 }
 
+static void forget_stacks(struct tstate *s);
+
 static struct tstate *new_state(void) {
 	struct tstate *s = NULL;
 	pthread_mutex_lock(&pool_mu);
@@ -244,7 +246,7 @@ static struct tstate *new_state(void) {
 		}
 	}
 	if (s) {
-		memset(s->sc_key, 0, sizeof s->sc_key);
+		forget_stacks(s);
 		s->in_use = 1;
 		s->cur = NULL;
 		s->handed = s->written = 0;
@@ -277,7 +279,7 @@ static inline uint8_t *reserve(struct tstate **sp, size_t n) {
 			s->dropped++;
 			__atomic_fetch_add(&dropped_total, 1, __ATOMIC_RELAXED);
 			// Stack definitions may be lost with the events: define anew.
-			memset(s->sc_key, 0, sizeof s->sc_key);
+			forget_stacks(s);
 			return NULL;
 		}
 		b = s->cur;
@@ -383,15 +385,42 @@ HIDDEN void rec_cancel(void) {
 
 // ---- events -------------------------------------------------------------------
 
-// capture unwinds the calling thread's stack into pcs; its own
-// allocations (the unwinder's) are not the program's.
-static inline int capture(uintptr_t *pcs) {
+// A captured stack: its frames, or the id the unwinder remembered for it.
+struct stack {
+	int n;
+	uint32_t known;
+	struct stack_memo memo;
+	uintptr_t pcs[MAX_DEPTH];
+};
+
+// capture unwinds the calling thread's stack; its own allocations (the
+// unwinder's) are not the program's.
+static inline void capture(struct stack *st) {
 	int saved = errno;
 	t_guard++;
-	int n = unwind_capture(pcs, cfg.depth);
+	st->n = unwind_capture(st->pcs, cfg.depth, &st->memo, &st->known);
 	t_guard--;
 	errno = saved;
-	return n;
+}
+
+// forget_stacks empties a thread's record of the stacks defined in its
+// stream, and the unwinder's memos of them.
+static void forget_stacks(struct tstate *s) {
+	memset(s->sc_key, 0, sizeof s->sc_key);
+	unwind_forget();
+}
+
+// put_captured writes what a captured stack needs (a definition, or
+// nothing) and returns its id.
+static inline uint8_t *put_captured(struct tstate *s, uint8_t *p, struct stack *st, uint64_t *id) {
+	if (st->known) {
+		*id = st->known;
+		return p;
+	}
+	p = put_stack(s, p, st->pcs, st->n, id);
+	if (st->memo.slot && *id <= UINT32_MAX)
+		*st->memo.slot = (uint64_t)st->memo.tag << 32 | *id;
+	return p;
 }
 
 #define BEGIN_EVENT(size)                                                     \
@@ -429,19 +458,18 @@ static inline uint8_t *put_addr(struct tstate *s, uint8_t *p, uint64_t a) {
 }
 
 HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
-	uintptr_t pcs[MAX_DEPTH];
-	int n = 0;
+	struct stack st;
 	announce();
 	if (live_enabled)
 		live_add(ptr, size); // its lock orders the mark before the time
 	else
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	if (with_stack)
-		n = capture(pcs);
+		capture(&st);
 	BEGIN_EVENT(RECORD_MAX);
 	uint64_t id = 0;
 	if (with_stack)
-		p = put_stack(s, p, pcs, n, &id);
+		p = put_captured(s, p, &st, &id);
 	*p++ = (uint8_t)(REC_EVENT + op);
 	p = put_time(s, p, now_units());
 	p = put_addr(s, p, (uint64_t)ptr);
@@ -459,17 +487,16 @@ HIDDEN void rec_free(int op, void *ptr, uint64_t t_before) {
 }
 
 HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_before, int with_stack) {
-	uintptr_t pcs[MAX_DEPTH];
-	int n = 0; // the hooks announced this event before taking t_before
+	struct stack st; // the hooks announced this event before taking t_before
 	with_stack = with_stack && ptr;
 	if (with_stack)
-		n = capture(pcs);
+		capture(&st);
 	if (ptr && live_enabled)
 		live_add(ptr, size);
 	BEGIN_EVENT(RECORD_MAX);
 	uint64_t id = 0;
 	if (with_stack)
-		p = put_stack(s, p, pcs, n, &id);
+		p = put_captured(s, p, &st, &id);
 	*p++ = (uint8_t)(REC_EVENT + op);
 	uint64_t t1 = now_units();
 	p = put_time(s, p, t_before);
@@ -482,13 +509,13 @@ HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_be
 }
 
 HIDDEN void rec_mmap(void *ptr, size_t len, int prot, int flags) {
-	uintptr_t pcs[MAX_DEPTH];
+	struct stack st;
 	announce();
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	int n = capture(pcs);
+	capture(&st);
 	BEGIN_EVENT(RECORD_MAX);
 	uint64_t id;
-	p = put_stack(s, p, pcs, n, &id);
+	p = put_captured(s, p, &st, &id);
 	*p++ = (uint8_t)(REC_EVENT + OP_MMAP);
 	p = put_time(s, p, now_units());
 	p = put_addr(s, p, (uint64_t)ptr);
@@ -511,11 +538,11 @@ HIDDEN void rec_munmap(void *ptr, size_t len, uint64_t t_before) {
 }
 
 HIDDEN void rec_mremap(void *old, size_t oldlen, void *ptr, size_t len, uint64_t t_before) {
-	uintptr_t pcs[MAX_DEPTH];
-	int n = capture(pcs);
+	struct stack st;
+	capture(&st);
 	BEGIN_EVENT(RECORD_MAX);
 	uint64_t id;
-	p = put_stack(s, p, pcs, n, &id);
+	p = put_captured(s, p, &st, &id);
 	*p++ = (uint8_t)(REC_EVENT + OP_MREMAP);
 	uint64_t t1 = now_units();
 	p = put_time(s, p, t_before);
@@ -995,7 +1022,7 @@ HIDDEN void rec_after_fork_child(void) {
 	if (self) {
 		// Keep this thread's slot but forget the parent's stack ids.
 		self->in_use = 1;
-		memset(self->sc_key, 0, sizeof self->sc_key);
+		forget_stacks(self);
 		self->tid = (pid_t)syscall(SYS_gettid);
 		self->handed = self->written = 0;
 		self->dropped = 0;

@@ -136,8 +136,21 @@ HIDDEN size_t drain_collect(int final, const uint8_t **out);
 HIDDEN uint64_t drain_dropped_total(void);
 
 // unwind.c
+//
+// A walk the CFI unwinder replays gave the same stack as the last time,
+// so it can also remember the stack id the recorder gave that stack: the
+// memo. unwind_capture sets *known to a remembered id (and leaves pcs
+// unfilled), or sets *m to where the recorder stores the id it gives
+// (m->slot NULL: nothing to remember it by). unwind_forget drops the
+// calling thread's memos; the recorder calls it whenever it forgets which
+// stacks it has defined in the thread's stream.
+struct stack_memo {
+	uint64_t *slot; // tag << 32 | id
+	uint32_t tag;
+};
 HIDDEN void unwind_init(void);
-HIDDEN int unwind_capture(uintptr_t *pcs, int max);
+HIDDEN int unwind_capture(uintptr_t *pcs, int max, struct stack_memo *m, uint32_t *known);
+HIDDEN void unwind_forget(void);
 HIDDEN const char *unwind_name(void);
 
 // modules.c
@@ -172,7 +185,8 @@ HIDDEN void wake_writer_impl(void);
 // unwind_invalidate drops every thread's cached unwind rules; call it
 // after a module is unloaded.
 HIDDEN int cfi_init(void);
-HIDDEN int cfi_capture(uintptr_t *pcs, int max);
+HIDDEN int cfi_capture(uintptr_t *pcs, int max, struct stack_memo *m, uint32_t *known);
+HIDDEN void cfi_forget(void);
 HIDDEN int fp_capture(uintptr_t *pcs, int max);
 HIDDEN void unwind_invalidate(void);
 

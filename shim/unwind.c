@@ -70,13 +70,20 @@ HIDDEN void unwind_init(void) {
 
 HIDDEN const char *unwind_name(void) { return name; }
 
+HIDDEN void unwind_forget(void) {
+	if (mode == UNWIND_CFI)
+		cfi_forget();
+}
+
 static inline int ours(uintptr_t pc) { return pc - self_text_lo < self_text_hi - self_text_lo; }
 
 // unwind_capture returns the caller's stack, innermost first, starting at
 // the return address into the code that called the hook.
-HIDDEN int unwind_capture(uintptr_t *pcs, int max) {
+HIDDEN int unwind_capture(uintptr_t *pcs, int max, struct stack_memo *m, uint32_t *known) {
+	m->slot = NULL;
+	*known = 0;
 	if (LIKELY(mode == UNWIND_CFI))
-		return cfi_capture(pcs, max);
+		return cfi_capture(pcs, max, m, known);
 	if (mode == UNWIND_FP)
 		return fp_capture(pcs, max);
 	uintptr_t tmp[160];
