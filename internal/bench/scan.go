@@ -84,7 +84,7 @@ func (h *harness) runScan() scanRow {
 
 func (h *harness) scanReport(r scanRow) string {
 	var b strings.Builder
-	b.WriteString("\n## Exit-time reachability scan\n\n")
+	b.WriteString("\n### Exit-time reachability scan\n\n")
 	if r.err != nil {
 		fmt.Fprintf(&b, "failed: %v\n", r.err)
 		return b.String()
