@@ -157,7 +157,11 @@ static struct cache *cache(void) {
 		if (cache_key_ok)
 			pthread_setspecific(cache_key, p);
 	} else {
+		// Tags keep counting: a memo a signal handler's walk
+		// interrupted may still be stored with an older one.
+		uint32_t tick = c->tick;
 		memset(c, 0, sizeof *c);
+		c->tick = tick;
 	}
 	t_gen = gen;
 	return c;
