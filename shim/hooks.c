@@ -182,13 +182,14 @@ static void *boot_realloc(void *old, size_t n) {
 }
 
 // released takes a block out of the live table and returns its size (-1:
-// not there, or no table). Called between rec_announce and reading the
-// event's time: the table's lock, or the fence without a table, orders
-// the two (record.c, "events in flight").
-static inline long released(void *p) {
+// not there, or no table), and in *t the time of its release. Called
+// after rec_announce: the table's lock, or the fence without a table,
+// orders the mark before the time (record.c, "events in flight").
+static inline long released(void *p, uint64_t *t) {
 	if (p && live_enabled)
-		return live_del(p);
+		return live_del(p, clock_min(), t);
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	*t = event_time();
 	return -1;
 }
 
@@ -196,7 +197,7 @@ static inline long released(void *p) {
 static void rec_failed(void *old, long oldsize) {
 	rec_cancel();
 	if (oldsize >= 0)
-		live_add(old, (size_t)oldsize);
+		live_add(old, (size_t)oldsize, 0);
 }
 
 void *realloc(void *old, size_t n) {
@@ -211,8 +212,8 @@ void *realloc(void *old, size_t n) {
 		if (!tracer_tls(RA))
 			return real.realloc(old, n);
 		rec_announce();
-		long oldsize = released(old);
-		uint64_t t0 = now_units();
+		uint64_t t0;
+		long oldsize = released(old, &t0);
 		void *p = real.realloc(old, n);
 		if (p != NULL || (old != NULL && n == 0))
 			rec_realloc(OP_REALLOC, old, p, n, t0, 0);
@@ -221,8 +222,8 @@ void *realloc(void *old, size_t n) {
 		return p;
 	}
 	rec_announce();
-	long oldsize = released(old);
-	uint64_t t0 = now_units();
+	uint64_t t0;
+	long oldsize = released(old, &t0);
 	void *p = real.realloc(old, n);
 	// realloc(p, 0) frees p and returns NULL; a failed realloc keeps p.
 	if (p != NULL || (old != NULL && n == 0))
@@ -244,8 +245,8 @@ void *reallocarray(void *old, size_t n, size_t size) {
 	if (!recording(RA))
 		return real_reallocarray(old, n, size);
 	rec_announce();
-	long oldsize = released(old);
-	uint64_t t0 = now_units();
+	uint64_t t0;
+	long oldsize = released(old, &t0);
 	void *p = real_reallocarray(old, n, size);
 	if (p != NULL || (old != NULL && n * size == 0))
 		rec_realloc(OP_REALLOCARRAY, old, p, n * size, t0, 1);
@@ -264,8 +265,8 @@ void free(void *p) {
 		return;
 	}
 	rec_announce();
-	long size = released(p);
-	uint64_t t0 = now_units();
+	uint64_t t0;
+	long size = released(p, &t0);
 	if (size < 0 && live_enabled && in_freeres) {
 		// glibc and libstdc++ releasing what they allocated before the
 		// tracer started: not the program's, and not an invalid free.
@@ -378,8 +379,8 @@ static void delete_fallback(void *p) { free(p); }
 			return;                                               \
 		}                                                             \
 		rec_announce();                                               \
-		released(p);                                                  \
-		uint64_t t0 = now_units();                                    \
+		uint64_t t0;                                                  \
+		released(p, &t0);                                             \
 		t_cxx++;                                                      \
 		realfn args;                                                  \
 		t_cxx--;                                                      \

@@ -26,6 +26,7 @@
 struct shard {
 	int lock;
 	uint32_t cap, live;
+	uint64_t last; // the latest event time handed out under the lock
 	uint32_t nbig, bigcap;
 	int bits;
 	uint64_t *tab;
@@ -150,19 +151,40 @@ static size_t big_find(struct shard *s, uintptr_t a, int del) {
 	return LT_ESC; // cannot happen: the slot said the size was here
 }
 
-HIDDEN void live_add(void *p, size_t size) {
+// stamp hands out an event time under a shard's lock (record.c, "the
+// clock"): not before t_min, after the shard's previous one.
+static inline uint64_t stamp(struct shard *s, uint64_t t_min) {
+	uint64_t t = coarse_units();
+	if (t < t_min)
+		t = t_min;
+	if (t <= s->last)
+		t = s->last + 1;
+	s->last = t;
+	return t;
+}
+
+// An address no allocator gives has no shard: a fence orders its time.
+static uint64_t stamp_unlocked(uint64_t t_min) {
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	uint64_t t = coarse_units();
+	return t > t_min ? t : t_min;
+}
+
+// live_add enters a block and returns the time of its allocation.
+HIDDEN uint64_t live_add(void *p, size_t size, uint64_t t_min) {
 	uintptr_t a = (uintptr_t)p;
 	if (UNLIKELY(a >= LT_ADDR_LIMIT || (a & 7))) { // no allocator gives those
 		live_lost++;
-		return;
+		return stamp_unlocked(t_min);
 	}
 	uint64_t key = (uint64_t)(a >> 3), e = lt_pack(a, size);
 	struct shard *s = &shards[shard_index(a)];
 	spin_lock(&s->lock);
+	uint64_t t = stamp(s, t_min);
 	if (((s->live + 1) * 2 > s->cap && !grow(s)) || (size >= LT_ESC && !big_add(s, a, size))) {
 		spin_unlock(&s->lock);
 		live_lost++;
-		return;
+		return t;
 	}
 	uint32_t mask = s->cap - 1, j = home(s, key);
 	while (s->tab[j])
@@ -170,24 +192,39 @@ HIDDEN void live_add(void *p, size_t size) {
 	s->tab[j] = e;
 	s->live++;
 	spin_unlock(&s->lock);
+	return t;
+}
+
+// live_clock_max is the latest time any shard handed out.
+HIDDEN uint64_t live_clock_max(void) {
+	uint64_t m = 0;
+	for (unsigned i = 0; i < NSHARDS; i++) {
+		uint64_t l = __atomic_load_n(&shards[i].last, __ATOMIC_RELAXED);
+		if (l > m)
+			m = l;
+	}
+	return m;
 }
 
 // live_del removes a block and returns its size, or -1 when the block is
-// not in the table.
+// not in the table; *t is the time of its release.
 //
 // Deletion shifts later entries of the probe run back instead of leaving
 // a tombstone: a program that allocates and frees at a steady rate would
 // otherwise fill the table with tombstones and rehash it every few dozen
 // operations (an mmap and an munmap each time, with the TLB shootdowns
 // those cost the other threads).
-HIDDEN long live_del(void *p) {
+HIDDEN long live_del(void *p, uint64_t t_min, uint64_t *t) {
 	uintptr_t a = (uintptr_t)p;
 	uint64_t key = (uint64_t)(a >> 3);
 	struct shard *s = &shards[shard_index(a)];
 	long size = -1;
-	if (UNLIKELY(a >= LT_ADDR_LIMIT || (a & 7)))
+	if (UNLIKELY(a >= LT_ADDR_LIMIT || (a & 7))) {
+		*t = stamp_unlocked(t_min);
 		return size;
+	}
 	spin_lock(&s->lock);
+	*t = stamp(s, t_min);
 	if (s->cap) {
 		uint32_t mask = s->cap - 1, j = home(s, key);
 		for (uint64_t e; (e = s->tab[j]) != 0; j = (j + 1) & mask) {

@@ -38,8 +38,11 @@ HIDDEN extern pthread_mutex_t regions_mu;
 HIDDEN extern struct thread_rec threads_known[MAX_KNOWN_THREADS];
 HIDDEN extern int nthreads_known;
 
-HIDDEN void live_add(void *p, size_t size);
-HIDDEN long live_del(void *p);
+// live_add and live_del take the event's time under the block's shard
+// lock (record.c, "the clock"), not before t_min.
+HIDDEN uint64_t live_add(void *p, size_t size, uint64_t t_min);
+HIDDEN long live_del(void *p, uint64_t t_min, uint64_t *t);
+HIDDEN uint64_t live_clock_max(void);
 HIDDEN extern int in_freeres;
 HIDDEN void live_map_add(void *p, size_t len, int prot, int flags);
 HIDDEN void live_map_del(void *p, size_t len);

@@ -90,17 +90,83 @@ static int nstates;
 
 static uint64_t next_stack_id = 1;
 static uint64_t dropped_total;
-static uint64_t t_start_ns;
 
-HIDDEN uint64_t now_units(void) {
+// ---- the clock ------------------------------------------------------------------
+// Event times come from the coarse monotonic clock (a few ns to read,
+// against 25 for the precise one; it moves once per scheduler tick),
+// made into a hybrid logical clock so that the order the decoder needs
+// survives the coarse steps:
+//   - a heap event takes its time under its block's live-table shard lock
+//     and after that shard's previous time: for one address, the
+//     allocations and frees of every thread are strictly ordered;
+//   - a thread's times never decrease (its delta base);
+//   - a process record or mapping event takes a "barrier" time, later
+//     than every time handed out before, and no event after it may take
+//     an earlier one (clock_floor).
+// Times stay within a few ticks of the real clock: each step adds one
+// unit (1 ns) at most, and no event costs as little as that.
+// Without the live table (LEAK_SCAN=0) there are no shard locks, and
+// every event reads the precise clock instead.
+
+HIDDEN uint64_t t_start_ns;
+HIDDEN uint64_t clock_floor; // atomic: the earliest time an event may still take
+
+static uint64_t precise_units(void) {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ((uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec - t_start_ns) >> TIME_SHIFT;
+	uint64_t ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	return ns > t_start_ns ? (ns - t_start_ns) >> TIME_SHIFT : 0;
+}
+
+// clock_min is the earliest time the calling thread's next event may take.
+HIDDEN uint64_t clock_min(void) {
+	uint64_t f = __atomic_load_n(&clock_floor, __ATOMIC_RELAXED);
+	struct tstate *s = t_state;
+	return s && s->last_t > f ? s->last_t : f;
+}
+
+// event_time is the time of an event no shard lock orders; the caller
+// fenced after marking the event in flight.
+HIDDEN uint64_t event_time(void) {
+	if (!live_enabled)
+		return precise_units();
+	uint64_t t = coarse_units(), m = clock_min();
+	return t > m ? t : m;
+}
+
+// now_units is a barrier time: after every event time handed out so far,
+// before every one handed out later.
+HIDDEN uint64_t now_units(void) {
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (!live_enabled)
+		return precise_units();
+	uint64_t t = coarse_units(), m = live_clock_max() + 1;
+	if (m > t)
+		t = m;
+	int n = __atomic_load_n(&nstates, __ATOMIC_ACQUIRE);
+	for (int i = 0; i < n; i++) {
+		uint64_t l = __atomic_load_n(&states[i]->last_t, __ATOMIC_RELAXED) + 1;
+		if (l > t)
+			t = l;
+	}
+	uint64_t f = __atomic_load_n(&clock_floor, __ATOMIC_RELAXED);
+	do {
+		if (f > t)
+			t = f;
+	} while (!__atomic_compare_exchange_n(&clock_floor, &f, t + 1, 1, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+	return t;
+}
+
+// elapsed_ms measures a duration (the scan's) with the precise clock.
+HIDDEN uint64_t elapsed_ms(uint64_t since_ns) {
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec - since_ns) / 1000000;
 }
 
 HIDDEN void rec_clock_start(void) {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
 	t_start_ns = (uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec;
 }
 
@@ -254,7 +320,9 @@ static struct tstate *new_state(void) {
 		s->seen_commit = 0;
 		s->idle_checks = 0;
 		s->pending = 0;
-		s->last_t = now_units();
+		uint64_t t = event_time(); // a reused slot's stream goes on: never back
+		if (t > s->last_t)
+			s->last_t = t;
 		s->tid = (pid_t)syscall(SYS_gettid);
 	}
 	pthread_mutex_unlock(&pool_mu);
@@ -459,11 +527,14 @@ static inline uint8_t *put_addr(struct tstate *s, uint8_t *p, uint64_t a) {
 
 HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
 	struct stack st;
+	uint64_t t;
 	announce();
-	if (live_enabled)
-		live_add(ptr, size); // its lock orders the mark before the time
-	else
+	if (live_enabled) {
+		t = live_add(ptr, size, clock_min()); // its lock orders the mark before the time
+	} else {
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		t = event_time();
+	}
 	if (with_stack)
 		capture(&st);
 	BEGIN_EVENT(RECORD_MAX);
@@ -471,7 +542,7 @@ HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
 	if (with_stack)
 		p = put_captured(s, p, &st, &id);
 	*p++ = (uint8_t)(REC_EVENT + op);
-	p = put_time(s, p, now_units());
+	p = put_time(s, p, t);
 	p = put_addr(s, p, (uint64_t)ptr);
 	p = put_varint(p, size);
 	p = put_varint(p, id);
@@ -491,14 +562,19 @@ HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_be
 	with_stack = with_stack && ptr;
 	if (with_stack)
 		capture(&st);
+	// The new block's time: after the old one's release.
+	uint64_t t1 = t_before, m = clock_min();
+	if (m > t1)
+		t1 = m;
 	if (ptr && live_enabled)
-		live_add(ptr, size);
+		t1 = live_add(ptr, size, t1);
+	else if (ptr)
+		t1 = event_time();
 	BEGIN_EVENT(RECORD_MAX);
 	uint64_t id = 0;
 	if (with_stack)
 		p = put_captured(s, p, &st, &id);
 	*p++ = (uint8_t)(REC_EVENT + op);
-	uint64_t t1 = now_units();
 	p = put_time(s, p, t_before);
 	p = put_time(s, p, t1);
 	p = put_addr(s, p, (uint64_t)old);
@@ -862,10 +938,10 @@ HIDDEN size_t drain_collect(int final, const uint8_t **res) {
 	// earlier one (or held back with its thread's queued buffers, which the
 	// next frame writes first): the decoder orders events across threads
 	// with these marks.
+	// A barrier time: an event not yet marked in flight will take a later
+	// one. The marks are read after it (the barrier ends in a locked
+	// instruction).
 	uint64_t mark_time = now_units();
-	// The marks are read after the clock, not before (rdtsc is not
-	// ordered by a plain load; lfence completes it first).
-	__builtin_ia32_lfence();
 	uint64_t complete = mark_time;
 
 	// At most MAX_DRAIN buffers a frame keeps frames, and the decoder's

@@ -961,6 +961,8 @@ HIDDEN int scan_run(void) {
 	if (sp && main_return_sp > sp && syscall(SYS_gettid) == leak_pid)
 		sp = main_return_sp; // main returned: nothing below its caller is live
 	uint64_t t0 = now_units();
+	struct timespec began;
+	clock_gettime(CLOCK_MONOTONIC, &began);
 
 	nskip = 0;
 	nsegs = 0;
@@ -1052,7 +1054,7 @@ HIDDEN int scan_run(void) {
 	proc_unlock();
 	if (cfg.verbose)
 		logmsg("scanned %zu blocks (%llu MiB) in %llu ms", nblk, (unsigned long long)(bytes >> 20),
-		       (unsigned long long)(((now_units() - t0) << TIME_SHIFT) / 1000000));
+		       (unsigned long long)elapsed_ms((uint64_t)began.tv_sec * 1000000000u + (uint64_t)began.tv_nsec));
 	if (vbuf)
 		live_unmap(vbuf, vcap);
 	vbuf = NULL;

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -18,7 +19,7 @@
 // Trace format constants; docs/trace-format.md is the specification.
 #define TRACE_MAGIC "LIBLEAK\n"
 #define TRACE_VERSION 3
-#define TIME_SHIFT 6 // event times are in units of 64 ns
+#define TIME_SHIFT 0 // event times are in ns (record.c, "the clock")
 
 enum { ENC_RAW = 0, ENC_ZSTD = 1 };
 
@@ -115,7 +116,20 @@ HIDDEN void rec_realloc(int op, void *old, void *p, size_t size, uint64_t t_befo
 HIDDEN void rec_mmap(void *p, size_t len, int prot, int flags);
 HIDDEN void rec_munmap(void *p, size_t len, uint64_t t_before);
 HIDDEN void rec_mremap(void *old, size_t oldlen, void *p, size_t len, uint64_t t_before);
-HIDDEN uint64_t now_units(void);
+HIDDEN uint64_t now_units(void);  // a barrier time: process records, mappings
+HIDDEN uint64_t event_time(void); // an event's time where no live-table lock orders it
+HIDDEN uint64_t clock_min(void);  // the earliest time this thread's next event may take
+HIDDEN uint64_t elapsed_ms(uint64_t since_ns);
+HIDDEN extern uint64_t t_start_ns;
+
+// coarse_units reads the clock event times are made of (record.c, "the
+// clock"). A load, not an instruction the CPU may run early: read after
+// a locked instruction, it is not older than that instruction.
+static inline uint64_t coarse_units(void) {
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec - t_start_ns) >> TIME_SHIFT;
+}
 HIDDEN void rec_thread_handoff(void);
 HIDDEN void rec_after_fork_child(void);
 HIDDEN void rec_atfork_prepare(void);
