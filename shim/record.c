@@ -937,10 +937,9 @@ HIDDEN size_t drain_collect(int final, const uint8_t **res) {
 	// Every event committed before this moment is in this frame or an
 	// earlier one (or held back with its thread's queued buffers, which the
 	// next frame writes first): the decoder orders events across threads
-	// with these marks.
-	// A barrier time: an event not yet marked in flight will take a later
-	// one. The marks are read after it (the barrier ends in a locked
-	// instruction).
+	// with these marks. A barrier time: an event not yet marked in flight
+	// will take a later one. The marks are read after it (the barrier ends
+	// in a locked instruction).
 	uint64_t mark_time = now_units();
 	uint64_t complete = mark_time;
 

@@ -42,11 +42,15 @@ func writeLoop() {
 	// The write lock taken in leak_writer_wait is a pthread mutex: it must
 	// be released by the thread that took it.
 	runtime.LockOSThread()
+	// No entropy coding of literals: a quarter less compression time
+	// (on the program's cores, with two threads the writer's time is
+	// theirs) for traces about 15% larger.
 	enc, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(zstd.SpeedFastest),
 		zstd.WithEncoderConcurrency(1),
 		zstd.WithEncoderCRC(false),
-		zstd.WithLowerEncoderMem(true))
+		zstd.WithLowerEncoderMem(true),
+		zstd.WithNoEntropyCompression(true))
 	if err != nil {
 		return // the C side writes raw frames when the writer is not alive
 	}
