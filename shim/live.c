@@ -61,9 +61,11 @@ static inline void spin_unlock(int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE
 
 // home is a block's first slot: the high bits of its address times the
 // golden ratio.
-static inline uint32_t home(const struct shard *s, uint64_t key) {
-	return (uint32_t)((key * 0x9e3779b97f4a7c15u) >> (64 - s->bits));
+static inline uint32_t home_in(int bits, uint64_t key) {
+	return (uint32_t)((key * 0x9e3779b97f4a7c15u) >> (64 - bits));
 }
+
+static inline uint32_t home(const struct shard *s, uint64_t key) { return home_in(s->bits, key); }
 
 // A block's shard follows from the 64 MiB region it lies in, not from the
 // block itself: glibc gives each thread an arena of its own (64 MiB
@@ -193,6 +195,17 @@ HIDDEN uint64_t live_add(void *p, size_t size, uint64_t t_min) {
 	s->live++;
 	spin_unlock(&s->lock);
 	return t;
+}
+
+// live_prefetch starts loading the slot live_add will probe for p. The
+// table is read without the lock: a stale one is only a wasted fetch.
+HIDDEN void live_prefetch(void *p) {
+	uintptr_t a = (uintptr_t)p;
+	const struct shard *s = &shards[shard_index(a)];
+	uint64_t *tab = __atomic_load_n(&s->tab, __ATOMIC_RELAXED);
+	int bits = __atomic_load_n(&s->bits, __ATOMIC_RELAXED);
+	if (tab && bits > 0)
+		__builtin_prefetch(&tab[home_in(bits, (uint64_t)(a >> 3))], 1);
 }
 
 // live_clock_max is the latest time any shard handed out.

@@ -43,6 +43,7 @@ HIDDEN extern int nthreads_known;
 HIDDEN uint64_t live_add(void *p, size_t size, uint64_t t_min);
 HIDDEN long live_del(void *p, uint64_t t_min, uint64_t *t);
 HIDDEN uint64_t live_clock_max(void);
+HIDDEN void live_prefetch(void *p);
 HIDDEN extern int in_freeres;
 HIDDEN void live_map_add(void *p, size_t len, int prot, int flags);
 HIDDEN void live_map_del(void *p, size_t len);

@@ -529,14 +529,18 @@ HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
 	struct stack st;
 	uint64_t t;
 	announce();
+	// The block's table slot is fetched from memory while the stack is
+	// walked, not after.
+	if (live_enabled)
+		live_prefetch(ptr);
+	if (with_stack)
+		capture(&st);
 	if (live_enabled) {
 		t = live_add(ptr, size, clock_min()); // its lock orders the mark before the time
 	} else {
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 		t = event_time();
 	}
-	if (with_stack)
-		capture(&st);
 	BEGIN_EVENT(RECORD_MAX);
 	uint64_t id = 0;
 	if (with_stack)

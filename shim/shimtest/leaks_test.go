@@ -319,7 +319,16 @@ func TestDlopenLeak(t *testing.T) {
 		}
 	}
 	if m == nil || m.Unloaded == 0 || len(m.BuildID) == 0 {
-		t.Errorf("library module record: %+v", m)
+		t.Fatalf("library module record: %+v", m)
+	}
+	// The symbolizer places a frame in the module loaded at the time of
+	// its event: the library's allocations must fall between its load
+	// and unload records' times.
+	blocks, _ := in.Replay.Live()
+	for _, b := range blocks {
+		if fromModule(in.Replay, b.Stack, "libdlopen_lib.so") && (b.Time < m.Time || b.Time > m.Unloaded) {
+			t.Errorf("block 0x%x made at %d, outside the library's lifetime %d..%d", b.Addr, b.Time, m.Time, m.Unloaded)
+		}
 	}
 }
 
