@@ -181,18 +181,6 @@ static void *boot_realloc(void *old, size_t n) {
 	return p;
 }
 
-// released takes a block out of the live table and returns its size (-1:
-// not there, or no table), and in *t the time of its release. Called
-// after rec_announce: the table's lock, or the fence without a table,
-// orders the mark before the time (record.c, "events in flight").
-static inline long released(void *p, uint64_t *t) {
-	if (p && live_enabled)
-		return live_del(p, clock_min(), t);
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	*t = event_time();
-	return -1;
-}
-
 // rec_failed undoes a failed realloc's bookkeeping: the old block lives on.
 static void rec_failed(void *old, long oldsize) {
 	rec_cancel();
@@ -211,9 +199,8 @@ void *realloc(void *old, size_t n) {
 	if (!recording(RA)) {
 		if (!tracer_tls(RA))
 			return real.realloc(old, n);
-		rec_announce();
 		uint64_t t0;
-		long oldsize = released(old, &t0);
+		long oldsize = rec_release(old, &t0);
 		void *p = real.realloc(old, n);
 		if (p != NULL || (old != NULL && n == 0))
 			rec_realloc(OP_REALLOC, old, p, n, t0, 0);
@@ -221,9 +208,8 @@ void *realloc(void *old, size_t n) {
 			rec_failed(old, oldsize);
 		return p;
 	}
-	rec_announce();
 	uint64_t t0;
-	long oldsize = released(old, &t0);
+	long oldsize = rec_release(old, &t0);
 	void *p = real.realloc(old, n);
 	// realloc(p, 0) frees p and returns NULL; a failed realloc keeps p.
 	if (p != NULL || (old != NULL && n == 0))
@@ -244,9 +230,8 @@ void *reallocarray(void *old, size_t n, size_t size) {
 	}
 	if (!recording(RA))
 		return real_reallocarray(old, n, size);
-	rec_announce();
 	uint64_t t0;
-	long oldsize = released(old, &t0);
+	long oldsize = rec_release(old, &t0);
 	void *p = real_reallocarray(old, n, size);
 	if (p != NULL || (old != NULL && n * size == 0))
 		rec_realloc(OP_REALLOCARRAY, old, p, n * size, t0, 1);
@@ -264,9 +249,8 @@ void free(void *p) {
 		real.free(p);
 		return;
 	}
-	rec_announce();
 	uint64_t t0;
-	long size = released(p, &t0);
+	long size = rec_release(p, &t0);
 	if (size < 0 && live_enabled && in_freeres) {
 		// glibc and libstdc++ releasing what they allocated before the
 		// tracer started: not the program's, and not an invalid free.
@@ -378,9 +362,8 @@ static void delete_fallback(void *p) { free(p); }
 			realfn args;                                          \
 			return;                                               \
 		}                                                             \
-		rec_announce();                                               \
 		uint64_t t0;                                                  \
-		released(p, &t0);                                             \
+		rec_release(p, &t0);                                          \
 		t_cxx++;                                                      \
 		realfn args;                                                  \
 		t_cxx--;                                                      \

@@ -119,18 +119,18 @@ static uint64_t precise_units(void) {
 }
 
 // clock_min is the earliest time the calling thread's next event may take.
-HIDDEN uint64_t clock_min(void) {
+static inline uint64_t clock_min(const struct tstate *s) {
 	uint64_t f = __atomic_load_n(&clock_floor, __ATOMIC_RELAXED);
-	struct tstate *s = t_state;
 	return s && s->last_t > f ? s->last_t : f;
 }
+
 
 // event_time is the time of an event no shard lock orders; the caller
 // fenced after marking the event in flight.
 HIDDEN uint64_t event_time(void) {
 	if (!live_enabled)
 		return precise_units();
-	uint64_t t = coarse_units(), m = clock_min();
+	uint64_t t = coarse_units(), m = clock_min(t_state);
 	return t > m ? t : m;
 }
 
@@ -438,7 +438,21 @@ static inline struct tstate *announce(void) {
 	return s;
 }
 
-HIDDEN void rec_announce(void) { announce(); }
+// rec_release starts the record of a block's release (free, delete, the
+// old block of a realloc): marks the event in flight, takes the block out
+// of the live table and returns its size (-1: not there, or no table),
+// and in *t the release's time, taken before the allocator is called.
+// The table's lock, or a fence without one, orders the mark before the
+// time.
+HIDDEN long rec_release(void *p, uint64_t *t) {
+	struct tstate *s = announce();
+	if (p && live_enabled) {
+		return live_del(p, clock_min(s), t);
+	}
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	*t = event_time();
+	return -1;
+}
 
 HIDDEN uint64_t rec_time_before(void) {
 	announce();
@@ -536,7 +550,7 @@ HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
 	if (with_stack)
 		capture(&st);
 	if (live_enabled) {
-		t = live_add(ptr, size, clock_min()); // its lock orders the mark before the time
+		t = live_add(ptr, size, clock_min(t_state)); // its lock orders the mark before the time
 	} else {
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 		t = event_time();
@@ -567,7 +581,7 @@ HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_be
 	if (with_stack)
 		capture(&st);
 	// The new block's time: after the old one's release.
-	uint64_t t1 = t_before, m = clock_min();
+	uint64_t t1 = t_before, m = clock_min(t_state);
 	if (m > t1)
 		t1 = m;
 	if (ptr && live_enabled)

@@ -107,10 +107,10 @@ HIDDEN void rec_free(int op, void *p, uint64_t t_before);
 // rec_time_before takes the time of an event whose record follows the
 // allocator's call (munmap, mremap) and marks the thread's event in
 // flight; rec_cancel clears that mark when no record follows.
-// rec_announce only marks: the caller takes a live-table lock (or fences)
-// before it reads the time (record.c, "events in flight").
+// rec_release does the same for a heap block's release, and takes the
+// block out of the live table (record.c).
 HIDDEN uint64_t rec_time_before(void);
-HIDDEN void rec_announce(void);
+HIDDEN long rec_release(void *p, uint64_t *t);
 HIDDEN void rec_cancel(void);
 HIDDEN void rec_realloc(int op, void *old, void *p, size_t size, uint64_t t_before, int with_stack);
 HIDDEN void rec_mmap(void *p, size_t len, int prot, int flags);
@@ -118,7 +118,6 @@ HIDDEN void rec_munmap(void *p, size_t len, uint64_t t_before);
 HIDDEN void rec_mremap(void *old, size_t oldlen, void *p, size_t len, uint64_t t_before);
 HIDDEN uint64_t now_units(void);  // a barrier time: process records, mappings
 HIDDEN uint64_t event_time(void); // an event's time where no live-table lock orders it
-HIDDEN uint64_t clock_min(void);  // the earliest time this thread's next event may take
 HIDDEN uint64_t elapsed_ms(uint64_t since_ns);
 HIDDEN extern uint64_t t_start_ns;
 
