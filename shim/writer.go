@@ -44,7 +44,7 @@ func writeLoop() {
 	runtime.LockOSThread()
 	// No entropy coding of literals: a quarter less compression time
 	// (on the program's cores, with two threads the writer's time is
-	// theirs) for traces about 15% larger.
+	// theirs) for traces about a sixth larger.
 	enc, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(zstd.SpeedFastest),
 		zstd.WithEncoderConcurrency(1),
