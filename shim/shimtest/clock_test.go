@@ -48,9 +48,9 @@ func TestEventTimesFollowTheClock(t *testing.T) {
 }
 
 func checkEventTimes(t *testing.T, bin, env string) {
-	const count, interval = 12, 25 * time.Millisecond
+	const count, interval = 12, 30 * time.Millisecond
 	began := time.Now()
-	r := run(t, true, t.TempDir(), []string{env}, "", bin, "12", "25000")
+	r := run(t, true, t.TempDir(), []string{env}, "", bin, "12", "30000")
 	wall := time.Since(began)
 	if r.status != 0 || len(r.traces) != 1 {
 		t.Fatalf("exit %d, traces %v: %s", r.status, r.traces, r.stderr)
@@ -64,8 +64,8 @@ func checkEventTimes(t *testing.T, bin, env string) {
 	}
 	// Block i is made no earlier than i intervals after block 0 (the
 	// program sleeps to deadlines); the coarse clock may lag the true
-	// time by a tick (10 ms at the most common kernel settings and less).
-	const slack = 10 * time.Millisecond
+	// time by a tick or two (4 ms ticks here; a lag of 7 ms was seen).
+	const slack = 20 * time.Millisecond
 	for i := 1; i < count; i++ {
 		if at.times[i] < at.times[i-1] {
 			t.Fatalf("block %d at %d ns, before block %d at %d ns", i, at.times[i], i-1, at.times[i-1])
