@@ -163,30 +163,46 @@ func siteCounts(r *replay.Replay, mod string) (allocs, frees uint64) {
 	return
 }
 
-// countOps counts a trace's events by op, for events whose stack is in mod.
-type opCounter struct {
+// replayEach replays a trace and also hands every event to fn.
+type replayEach struct {
 	*replay.Replay
+	fn func(e *event.Event)
+}
+
+// EventBatch and Recs override the embedded Replay's: a decoder hands
+// runs of events, or of compact records, to them when it has them, which
+// would bypass Event below.
+func (r *replayEach) EventBatch(evs []event.Event) {
+	for i := range evs {
+		r.Event(&evs[i])
+	}
+}
+
+func (r *replayEach) Recs(tid uint32, recs []event.Rec, evs []event.Event) {
+	r.EventBatch(event.AppendEvents(nil, tid, recs, evs))
+}
+
+func (r *replayEach) Event(e *event.Event) {
+	r.Replay.Event(e)
+	r.fn(e)
+}
+
+// opCounter counts a trace's events by op, for events whose stack is in mod.
+type opCounter struct {
+	replayEach
 	mod          string
 	byOp         map[event.Op]uint64
 	reallocFrees uint64 // reallocs that released a block
 	frees        uint64
 }
 
-// EventBatch and Recs override the embedded Replay's: a decoder hands
-// runs of events, or of compact records, to them when it has them, which
-// would bypass Event below.
-func (c *opCounter) EventBatch(evs []event.Event) {
-	for i := range evs {
-		c.Event(&evs[i])
-	}
+func newOpCounter(mod string) *opCounter {
+	c := &opCounter{mod: mod, byOp: map[event.Op]uint64{}}
+	c.replayEach = replayEach{Replay: replay.New(), fn: c.count}
+	return c
 }
 
-func (c *opCounter) Recs(tid uint32, recs []event.Rec, evs []event.Event) {
-	c.EventBatch(event.AppendEvents(nil, tid, recs, evs))
-}
-
-func (c *opCounter) Event(e *event.Event) {
-	c.Replay.Event(e)
+func (c *opCounter) count(e *event.Event) {
 	switch {
 	case e.Op == event.OpFree:
 		c.frees++
@@ -218,7 +234,7 @@ func TestStressCounts(t *testing.T) {
 	}
 	var total uint64
 	for _, path := range r.traces {
-		oc := &opCounter{Replay: replay.New(), mod: "stress", byOp: map[event.Op]uint64{}}
+		oc := newOpCounter("stress")
 		st, err := decodeInto(path, oc)
 		if err != nil {
 			t.Fatal(err)
