@@ -124,7 +124,6 @@ static inline uint64_t clock_min(const struct tstate *s) {
 	return s && s->last_t > f ? s->last_t : f;
 }
 
-
 // event_time is the time of an event no shard lock orders; the caller
 // fenced after marking the event in flight.
 HIDDEN uint64_t event_time(void) {
@@ -133,6 +132,10 @@ HIDDEN uint64_t event_time(void) {
 	uint64_t t = coarse_units(), m = clock_min(t_state);
 	return t > m ? t : m;
 }
+
+// clock_now is the clock's reading, the least time an event marked in
+// flight after it can take.
+static uint64_t clock_now(void) { return live_enabled ? coarse_units() : precise_units(); }
 
 // now_units is a barrier time: after every event time handed out so far,
 // before every one handed out later.
@@ -955,10 +958,14 @@ HIDDEN size_t drain_collect(int final, const uint8_t **res) {
 	// Every event committed before this moment is in this frame or an
 	// earlier one (or held back with its thread's queued buffers, which the
 	// next frame writes first): the decoder orders events across threads
-	// with these marks. A barrier time: an event not yet marked in flight
-	// will take a later one. The marks are read after it (the barrier ends
-	// in a locked instruction).
-	uint64_t mark_time = now_units();
+	// with these marks. The mark is the clock's reading: an event not yet
+	// marked in flight reads the clock later, and its time is at least
+	// that reading. (Not a barrier time: one ahead of the clock could pass
+	// an event whose lower bound, read before its lock, is older.) The
+	// marks are read after the clock (rdtsc, behind the precise clock, is
+	// not ordered by a plain load; lfence completes it first).
+	uint64_t mark_time = clock_now();
+	__builtin_ia32_lfence();
 	uint64_t complete = mark_time;
 
 	// At most MAX_DRAIN buffers a frame keeps frames, and the decoder's
