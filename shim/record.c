@@ -36,6 +36,7 @@
 #define MAX_DRAIN 64
 #define BR_RING 4096 // as analyzer/traceformat's backRefs
 #define BR_HASH 4096
+#define PRECISE_EVENTS 4096
 
 struct backrefs {
 	uint64_t n;              // addresses written so far
@@ -66,6 +67,7 @@ struct tstate {
 	uint64_t last_t; // time of the last record (the delta base)
 	uint64_t pending;  // atomic: last_t + 1 while an event is between its time and its commit
 	uint64_t dropped;  // events lost since the last buffer
+	uint32_t precise_left; // events still to read the precise clock (clock_min)
 	uint32_t seen_commit; // drainer only: committed at the last check
 	int idle_checks;
 	uint64_t sc_key[SC_SIZE];
@@ -118,10 +120,21 @@ static uint64_t precise_units(void) {
 	return ns > t_start_ns ? (ns - t_start_ns) >> TIME_SHIFT : 0;
 }
 
-// clock_min is the earliest time the calling thread's next event may take.
-static inline uint64_t clock_min(const struct tstate *s) {
+// clock_min is the earliest time the calling thread's next event may
+// take. A thread's first PRECISE_EVENTS events also read the precise
+// clock: a short program (a test, a demo) gets times as fine as before,
+// and its allocations spread over its run as they happened, not bunched
+// into a tick or two; a long one pays for it once per thread.
+static inline uint64_t clock_min(struct tstate *s) {
 	uint64_t f = __atomic_load_n(&clock_floor, __ATOMIC_RELAXED);
-	return s && s->last_t > f ? s->last_t : f;
+	uint64_t m = s && s->last_t > f ? s->last_t : f;
+	if (UNLIKELY(s && s->precise_left)) {
+		s->precise_left--;
+		uint64_t p = precise_units();
+		if (p > m)
+			m = p;
+	}
+	return m;
 }
 
 // event_time is the time of an event no shard lock orders; the caller
@@ -169,7 +182,7 @@ HIDDEN uint64_t elapsed_ms(uint64_t since_ns) {
 
 HIDDEN void rec_clock_start(void) {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
 	t_start_ns = (uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec;
 }
 
@@ -323,6 +336,7 @@ static struct tstate *new_state(void) {
 		s->seen_commit = 0;
 		s->idle_checks = 0;
 		s->pending = 0;
+		s->precise_left = PRECISE_EVENTS;
 		uint64_t t = event_time(); // a reused slot's stream goes on: never back
 		if (t > s->last_t)
 			s->last_t = t;

@@ -127,7 +127,8 @@ HIDDEN extern uint64_t t_start_ns;
 static inline uint64_t coarse_units(void) {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec - t_start_ns) >> TIME_SHIFT;
+	uint64_t ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	return ns > t_start_ns ? (ns - t_start_ns) >> TIME_SHIFT : 0; // it lags the start by up to a tick
 }
 HIDDEN void rec_thread_handoff(void);
 HIDDEN void rec_after_fork_child(void);

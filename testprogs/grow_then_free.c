@@ -2,8 +2,9 @@
  * released just before exit. Nothing leaks at exit, but a growth analysis
  * over time sees one site climbing for the whole run.
  *
- * usage: grow_then_free [COUNT] [INTERVAL_US]   (default 200 1000: 200
- *        blocks of 4 KiB, one per millisecond, about 200 ms in all)
+ * usage: grow_then_free [COUNT] [INTERVAL_US] [WARMUP]   (default 200 1000 0:
+ *        200 blocks of 4 KiB, one per millisecond, about 200 ms in all;
+ *        first WARMUP mallocs and frees of 64 bytes, as fast as they go)
  * prints: allocs=N frees=N block_bytes=4096 peak_bytes=N leaked_blocks=0 leaked_bytes=0
  */
 #define _DEFAULT_SOURCE
@@ -52,8 +53,14 @@ int main(int argc, char **argv)
 {
 	long count = argc > 1 ? atol(argv[1]) : 200;
 	long interval = argc > 2 ? atol(argv[2]) : 1000;
+	long warmup = argc > 3 ? atol(argv[3]) : 0;
 	struct block *list = NULL;
 	unsigned long allocs = 0, frees = 0;
+	for (long i = 0; i < warmup; i++) {
+		void *p = malloc(64);
+		__asm__ volatile("" : : "r"(p) : "memory");
+		free(p);
+	}
 	struct timespec start;
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	for (long i = 0; i < count; i++) {

@@ -13,16 +13,25 @@ import (
 // "the clock"): they must still follow real time, in ns.
 func TestEventTimesFollowTheClock(t *testing.T) {
 	bin := testutil.Program(t, "grow_then_free.c")
-	// Without the live table (LEAK_SCAN=0) events read the precise clock.
-	for _, env := range []string{"LEAK_SCAN=1", "LEAK_SCAN=0"} {
-		t.Run(env, func(t *testing.T) { checkEventTimes(t, bin, env) })
+	for _, c := range []struct {
+		name, env, warmup string
+	}{
+		// A thread's first 4096 events also read the precise clock.
+		{"first events", "LEAK_SCAN=1", "0"},
+		// 10,000 events before the timed ones: those read only the
+		// coarse clock.
+		{"coarse clock", "LEAK_SCAN=1", "5000"},
+		// Without the live table events read the precise clock.
+		{"LEAK_SCAN=0", "LEAK_SCAN=0", "5000"},
+	} {
+		t.Run(c.name, func(t *testing.T) { checkEventTimes(t, bin, c.env, c.warmup) })
 	}
 }
 
-func checkEventTimes(t *testing.T, bin, env string) {
+func checkEventTimes(t *testing.T, bin, env, warmup string) {
 	const count, interval = 12, 30 * time.Millisecond
 	began := time.Now()
-	r := run(t, true, t.TempDir(), []string{env}, "", bin, "12", "30000")
+	r := run(t, true, t.TempDir(), []string{env}, "", bin, "12", "30000", warmup)
 	wall := time.Since(began)
 	if r.status != 0 || len(r.traces) != 1 {
 		t.Fatalf("exit %d, traces %v: %s", r.status, r.traces, r.stderr)
