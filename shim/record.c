@@ -463,9 +463,8 @@ static inline struct tstate *announce(void) {
 // time.
 HIDDEN long rec_release(void *p, uint64_t *t) {
 	struct tstate *s = announce();
-	if (p && live_enabled) {
+	if (p && live_enabled)
 		return live_del(p, clock_min(s), t);
-	}
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	*t = event_time();
 	return -1;
