@@ -546,13 +546,13 @@ static inline uint8_t *put_time(struct tstate *s, uint8_t *p, uint64_t t) {
 	return put_varint(p, d);
 }
 
-// Addresses are written whole, not as deltas (random, they compress
-// worse). Allocators return 16-byte aligned addresses: those lose their
-// four zero bits. The low bits of the value say which form follows; the
-// drain turns a free's address into a back-reference when it can.
+// Addresses go into the buffer as they are, 8 bytes: one store here, one
+// load in the drain, which writes them in the file's form (addr_form) or
+// as back-references.
 static inline uint8_t *put_addr(struct tstate *s, uint8_t *p, uint64_t a) {
 	(void)s;
-	return put_varint(p, (a & 15) ? (a << 1) | 1 : (a >> 4) << 2);
+	memcpy(p, &a, 8);
+	return p + 8;
 }
 
 HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
@@ -830,17 +830,30 @@ static inline uint64_t get_varint(const uint8_t **pp, const uint8_t *end) {
 	return v;
 }
 
-static inline uint64_t addr_of(uint64_t v) { return (v & 1) ? v >> 1 : (v >> 2) << 4; }
+// addr_form is an address as the file has it: written whole, not as a
+// delta (random, deltas compress worse). Allocators return 16-byte
+// aligned addresses: those lose their four zero bits. The low bits of
+// the value say which form follows.
+static inline uint64_t addr_form(uint64_t a) { return (a & 15) ? (a << 1) | 1 : (a >> 4) << 2; }
+
+// get_addr reads an address put_addr wrote (0 past the end: a corrupt
+// piece, which cannot happen).
+static inline uint64_t get_addr(const uint8_t **pp, const uint8_t *end) {
+	uint64_t a = 0;
+	if (LIKELY(end - *pp >= 8))
+		memcpy(&a, *pp, 8);
+	*pp += 8;
+	return a;
+}
 static inline uint32_t br_slot(uint64_t a) { return (uint32_t)((a >> 4) * 0x9e3779b97f4a7c15u >> 52); }
 
-// br_ref returns the value to write for address value v: a reference
-// into `from` when it holds the address, else v. Then v's address is
-// noted in `to`.
-static inline uint64_t br_ref(struct backrefs *from, struct backrefs *to, uint64_t v) {
-	uint64_t a = addr_of(v);
+// br_ref returns the value to write for address a: a reference into
+// `from` when it holds the address, else its form. Then a is noted in
+// `to`.
+static inline uint64_t br_ref(struct backrefs *from, struct backrefs *to, uint64_t a) {
+	uint64_t out = addr_form(a);
 	if (!a)
-		return v;
-	uint64_t out = v;
+		return out;
 	uint32_t d = (uint32_t)from->n - from->hash[br_slot(a)];
 	if (d - 1 < BR_RING && d <= from->n && from->ring[(from->n - d) % BR_RING] == a)
 		out = ((uint64_t)d << 2) | 2;
@@ -856,9 +869,12 @@ static inline uint64_t br_ref(struct backrefs *from, struct backrefs *to, uint64
 static void out_columns(struct tstate *s, const uint8_t *p, size_t n, uint64_t undo[2]) {
 	undo[0] = s->br[0].n;
 	undo[1] = s->br[1].n;
-	if (col_cap < n) {
+	// A column takes at most the piece's bytes, but for addresses: 8 in
+	// the buffer can take 10 as varints.
+	size_t need = n + n / 4;
+	if (col_cap < need) {
 		size_t cap = BUF_SIZE;
-		while (cap < n)
+		while (cap < need)
 			cap *= 2;
 		for (int c = 0; c < NCOLS; c++) {
 			if (col_buf[c])
@@ -900,11 +916,11 @@ static void out_columns(struct tstate *s, const uint8_t *p, size_t n, uint64_t u
 			// new heap block, F address of a released one, a any other
 			// address, S size, R record column (stack id, mmap flags).
 #define T p = copy_varint(p, end, &w[COL_TIME]);
-#define a p = copy_varint(p, end, &w[COL_ADDR]);
+#define a w[COL_ADDR] = put_varint(w[COL_ADDR], addr_form(get_addr(&p, end)));
 #define S p = copy_varint(p, end, &w[COL_SIZE]);
 #define R p = copy_varint(p, end, &w[COL_REC]);
-#define A w[COL_ADDR] = put_varint(w[COL_ADDR], br_ref(&s->br[BR_FREES], &s->br[BR_ALLOCS], get_varint(&p, end)));
-#define F w[COL_ADDR] = put_varint(w[COL_ADDR], br_ref(&s->br[BR_ALLOCS], &s->br[BR_FREES], get_varint(&p, end)));
+#define A w[COL_ADDR] = put_varint(w[COL_ADDR], br_ref(&s->br[BR_FREES], &s->br[BR_ALLOCS], get_addr(&p, end)));
+#define F w[COL_ADDR] = put_varint(w[COL_ADDR], br_ref(&s->br[BR_ALLOCS], &s->br[BR_FREES], get_addr(&p, end)));
 			switch (tag - REC_EVENT) {
 			case OP_FREE:
 			case OP_DELETE:
