@@ -755,7 +755,7 @@ static inline int load(struct bounds *b, uintptr_t a, uintptr_t *v) {
 // stack_bounds: the main thread's stack ends at __libc_stack_end; glibc
 // puts a thread's descriptor (pthread_self) at the top of its stack block,
 // whether glibc or the program allocated the stack.
-static void stack_bounds(struct bounds *b, uintptr_t sp) {
+static inline void stack_bounds(struct bounds *b, uintptr_t sp) {
 	uintptr_t top = (uintptr_t)__libc_stack_end, hi;
 	b->check = 0;
 	b->ok_lo = b->ok_hi = 0;
