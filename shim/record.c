@@ -494,11 +494,9 @@ struct stack {
 // capture unwinds the calling thread's stack; its own allocations (the
 // unwinder's) are not the program's.
 static inline void capture(struct stack *st) {
-	int saved = errno;
 	t_guard++;
 	st->n = unwind_capture(st->pcs, cfg.depth, &st->memo, &st->known);
 	t_guard--;
-	errno = saved;
 }
 
 // forget_stacks empties a thread's record of the stacks defined in its
@@ -521,8 +519,12 @@ static inline uint8_t *put_captured(struct tstate *s, uint8_t *p, struct stack *
 	return p;
 }
 
+// An event's bookkeeping (the live table, the unwinder, a new buffer)
+// must not change the program's errno: SAVE_ERRNO first thing, and
+// END_EVENT puts it back.
+#define SAVE_ERRNO() int saved_errno_ = errno
+
 #define BEGIN_EVENT(size)                                                     \
-	int saved_errno_ = errno;                                             \
 	t_guard++;                                                            \
 	struct tstate *s = NULL;                                              \
 	uint8_t *p = reserve(&s, (size));                                     \
@@ -556,6 +558,7 @@ static inline uint8_t *put_addr(struct tstate *s, uint8_t *p, uint64_t a) {
 }
 
 HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
+	SAVE_ERRNO();
 	struct stack st;
 	uint64_t t;
 	announce();
@@ -584,6 +587,7 @@ HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
 }
 
 HIDDEN void rec_free(int op, void *ptr, uint64_t t_before) {
+	SAVE_ERRNO();
 	BEGIN_EVENT(32);
 	*p++ = (uint8_t)(REC_EVENT + op);
 	p = put_time(s, p, t_before);
@@ -592,6 +596,7 @@ HIDDEN void rec_free(int op, void *ptr, uint64_t t_before) {
 }
 
 HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_before, int with_stack) {
+	SAVE_ERRNO();
 	struct stack st; // the hooks announced this event before taking t_before
 	with_stack = with_stack && ptr;
 	if (with_stack)
@@ -619,6 +624,7 @@ HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_be
 }
 
 HIDDEN void rec_mmap(void *ptr, size_t len, int prot, int flags) {
+	SAVE_ERRNO();
 	struct stack st;
 	announce();
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -639,6 +645,7 @@ HIDDEN void rec_mmap(void *ptr, size_t len, int prot, int flags) {
 }
 
 HIDDEN void rec_munmap(void *ptr, size_t len, uint64_t t_before) {
+	SAVE_ERRNO();
 	BEGIN_EVENT(40);
 	*p++ = (uint8_t)(REC_EVENT + OP_MUNMAP);
 	p = put_time(s, p, t_before);
@@ -648,6 +655,7 @@ HIDDEN void rec_munmap(void *ptr, size_t len, uint64_t t_before) {
 }
 
 HIDDEN void rec_mremap(void *old, size_t oldlen, void *ptr, size_t len, uint64_t t_before) {
+	SAVE_ERRNO();
 	struct stack st;
 	capture(&st);
 	BEGIN_EVENT(RECORD_MAX);
