@@ -77,23 +77,17 @@ HIDDEN void unwind_forget(void) {
 
 static inline int ours(uintptr_t pc) { return pc - self_text_lo < self_text_hi - self_text_lo; }
 
-// unwind_capture returns the caller's stack, innermost first, starting at
-// the return address into the code that called the hook.
-HIDDEN int unwind_capture(uintptr_t *pcs, int max, struct stack_memo *m, uint32_t *known) {
-	m->slot = NULL;
-	*known = 0;
-	if (LIKELY(mode == UNWIND_CFI))
-		return cfi_capture(pcs, max, m, known);
-	if (mode == UNWIND_FP)
-		return fp_capture(pcs, max);
+// libunwind_capture: unw_backtrace, minus our own frames. Its own
+// function, so that its big array is not set up on the default path.
+static __attribute__((noinline)) int libunwind_capture(uintptr_t *pcs, int max) {
 	uintptr_t tmp[160];
 	int want = max + 8; // room for our own frames, dropped below
 	if (want > 160)
 		want = 160;
 	int n = unw_backtrace_fn((void **)tmp, want);
 	int skip = 0;
-	// Frame 0 of unw_backtrace is in unwind_capture itself: drop every
-	// leading frame in our own text.
+	// Frame 0 of unw_backtrace is in our own code: drop every leading
+	// frame in our own text.
 	while (skip < n && ours(tmp[skip]))
 		skip++;
 	n -= skip;
@@ -103,4 +97,16 @@ HIDDEN int unwind_capture(uintptr_t *pcs, int max, struct stack_memo *m, uint32_
 		n = 0;
 	memcpy(pcs, tmp + skip, (size_t)n * sizeof *pcs);
 	return n;
+}
+
+// unwind_capture returns the caller's stack, innermost first, starting at
+// the return address into the code that called the hook.
+HIDDEN int unwind_capture(uintptr_t *pcs, int max, struct stack_memo *m, uint32_t *known) {
+	m->slot = NULL;
+	*known = 0;
+	if (LIKELY(mode == UNWIND_CFI))
+		return cfi_capture(pcs, max, m, known);
+	if (mode == UNWIND_FP)
+		return fp_capture(pcs, max);
+	return libunwind_capture(pcs, max);
 }
