@@ -519,11 +519,13 @@ static void *thread_start(void *p) {
 	t_guard--;
 	if (s.tracer) {
 		t_tracer = 1;
-		// The writer runs scans on this stack: never a root.
+		// The writer runs scans on this stack: never a root. Not only
+		// with the live table on: the Go runtime starts its first threads
+		// before the settings are read.
 		pthread_attr_t a;
 		void *lo;
 		size_t size;
-		if (live_enabled && pthread_getattr_np(pthread_self(), &a) == 0) {
+		if (pthread_getattr_np(pthread_self(), &a) == 0) {
 			if (pthread_attr_getstack(&a, &lo, &size) == 0)
 				tracer_region_add(lo, size);
 			pthread_attr_destroy(&a);

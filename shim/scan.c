@@ -461,6 +461,42 @@ static void scan_range(uintptr_t from, uintptr_t to, void (*fn)(uintptr_t)) {
 		fn(*p);
 }
 
+// Pages of a private mapping that were never written hold zeros, or
+// their file's contents as linked: neither can hold a heap address. A
+// root range's pages that are neither present nor swapped out are not
+// read, so a large .bss or anonymous mapping the program never used is
+// not faulted in (/proc/self/pagemap gives both bits without privileges;
+// without it, every page is read).
+#define PM_CHUNK 512 // pages per read of the page map
+static int pagemap_fd = -1;
+
+static void scan_root(uintptr_t from, uintptr_t to) {
+	if (pagemap_fd < 0 || to - from < 16 * 4096) {
+		scan_range(from, to, reach);
+		return;
+	}
+	uint64_t ent[PM_CHUNK];
+	uintptr_t run = 0; // start of the pages to read, or 0 in a gap
+	for (uintptr_t page = from & ~(uintptr_t)4095; page < to; page += PM_CHUNK * (uintptr_t)4096) {
+		size_t n = PM_CHUNK;
+		if ((to - page + 4095) / 4096 < n)
+			n = (to - page + 4095) / 4096;
+		ssize_t got = pread(pagemap_fd, ent, n * sizeof *ent, (off_t)(page / 4096 * sizeof *ent));
+		for (size_t k = 0; k < n; k++) {
+			uintptr_t pg = page + k * 4096;
+			int used = got < (ssize_t)((k + 1) * sizeof *ent) || (ent[k] >> 62) != 0;
+			if (used && !run)
+				run = pg > from ? pg : from;
+			else if (!used && run) {
+				scan_range(run, pg, reach);
+				run = 0;
+			}
+		}
+	}
+	if (run)
+		scan_range(run, to, reach);
+}
+
 static void flood_roots(void) {
 	while (nwork) {
 		uint32_t i = work[--nwork];
@@ -698,12 +734,12 @@ static void scan_pieces(uintptr_t s, uintptr_t e) {
 		if (cuts[i].lo >= e)
 			break;
 		if (cuts[i].lo > s)
-			scan_range(s, cuts[i].lo, reach);
+			scan_root(s, cuts[i].lo);
 		if (cuts[i].hi > s)
 			s = cuts[i].hi;
 	}
 	if (s < e)
-		scan_range(s, e, reach);
+		scan_root(s, e);
 }
 
 // mapped tells whether [s, e) lies in readable mappings.
@@ -737,6 +773,11 @@ static void root_mappings(uintptr_t sp) {
 		add_cut(mp[i].start, mp[i].end);
 	for (int i = 0; i < nskip; i++)
 		add_cut(skip_lo[i], skip_hi[i]);
+	// Objects' writable segments were scanned from their headers; the
+	// part of a .bss past its file's last page shows here as an anonymous
+	// mapping of its own, and would be read twice.
+	for (int i = 0; i < nsegs; i++)
+		add_cut(seg_lo[i] & ~(uintptr_t)4095, (seg_hi[i] + 4095) & ~(uintptr_t)4095);
 	uintptr_t llo[2], lhi[2];
 	live_lists_ranges(llo, lhi);
 	for (int i = 0; i < 2; i++)
@@ -1041,9 +1082,13 @@ HIDDEN int scan_run(void) {
 	sort_words((uint64_t *)large, 2, nlarge);
 
 	nwork = 0;
+	pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	for (int i = 0; i < nsegs; i++)
-		scan_range(seg_lo[i], seg_hi[i], reach);
+		scan_root(seg_lo[i], seg_hi[i]);
 	root_mappings(sp);
+	if (pagemap_fd >= 0)
+		close(pagemap_fd);
+	pagemap_fd = -1;
 	flood_roots();
 	cliques();
 	encode_verdicts(t0);
