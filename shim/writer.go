@@ -54,7 +54,10 @@ func writeLoop() {
 	if err != nil {
 		return // the C side writes raw frames when the writer is not alive
 	}
-	var dst []byte
+	// Room for the largest frame up front (a drain takes at most 64
+	// buffers of 64 KiB): grown by append, the buffer moved, and the
+	// pages of each new one were faulted in anew.
+	dst := make([]byte, 0, 4<<20+64<<10)
 	for {
 		gen := C.leak_writer_wait(flushInterval)
 		final := C.leak_writer_final()
