@@ -737,7 +737,10 @@ static size_t out_len, out_cap;
 static void out_reserve(size_t n) {
 	if (out_len + n <= out_cap)
 		return;
-	size_t cap = out_cap ? out_cap * 2 : (1u << 20);
+	// First as much as the largest frame takes (MAX_DRAIN buffers; only
+	// the pages used are faulted in), so that growing, which copies to
+	// fresh pages, is for a final drain of a long queue only.
+	size_t cap = out_cap ? out_cap * 2 : (size_t)MAX_DRAIN * BUF_SIZE + (1u << 20);
 	while (cap < out_len + n)
 		cap *= 2;
 	uint8_t *nb = map(cap);
