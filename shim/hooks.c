@@ -249,17 +249,8 @@ void free(void *p) {
 		real.free(p);
 		return;
 	}
-	uint64_t t0;
-	long size = rec_release(p, &t0);
-	if (size < 0 && live_enabled && in_freeres) {
-		// glibc and libstdc++ releasing what they allocated before the
-		// tracer started: not the program's, and not an invalid free.
-		rec_cancel();
-		real.free(p);
-		return;
-	}
+	rec_free(OP_FREE, p);
 	real.free(p);
-	rec_free(OP_FREE, p, t0);
 }
 
 int posix_memalign(void **out, size_t align, size_t n) {
@@ -362,12 +353,10 @@ static void delete_fallback(void *p) { free(p); }
 			realfn args;                                          \
 			return;                                               \
 		}                                                             \
-		uint64_t t0;                                                  \
-		rec_release(p, &t0);                                          \
+		rec_free(op, p);                                              \
 		t_cxx++;                                                      \
 		realfn args;                                                  \
 		t_cxx--;                                                      \
-		rec_free(op, p, t0);                                          \
 	}
 
 typedef struct nothrow_t nothrow_t;

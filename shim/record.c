@@ -586,11 +586,24 @@ HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
 	END_EVENT();
 }
 
-HIDDEN void rec_free(int op, void *ptr, uint64_t t_before) {
+// rec_free records a heap block's release (free, delete) whole before
+// the allocator is called: its time, its removal from the live table and
+// its record. The record is committed before the block can be handed out
+// again. A free of a block glibc or libstdc++ made before the tracer
+// started, during their exit-time release (in_freeres), is not the
+// program's, nor an invalid free: it is not recorded.
+HIDDEN void rec_free(int op, void *ptr) {
 	SAVE_ERRNO();
+	uint64_t t;
+	long size = rec_release(ptr, &t);
+	if (UNLIKELY(size < 0 && op == OP_FREE && live_enabled && in_freeres)) {
+		rec_cancel();
+		errno = saved_errno_;
+		return;
+	}
 	BEGIN_EVENT(32);
 	*p++ = (uint8_t)(REC_EVENT + op);
-	p = put_time(s, p, t_before);
+	p = put_time(s, p, t);
 	p = put_addr(s, p, (uint64_t)ptr);
 	END_EVENT();
 }

@@ -103,7 +103,7 @@ HIDDEN void hooks_init(void);
 
 // record.c
 HIDDEN void rec_alloc(int op, void *p, size_t size, int with_stack);
-HIDDEN void rec_free(int op, void *p, uint64_t t_before);
+HIDDEN void rec_free(int op, void *p); // before the allocator's call
 // rec_time_before takes the time of an event whose record follows the
 // allocator's call (munmap, mremap) and marks the thread's event in
 // flight; rec_cancel clears that mark when no record follows.
