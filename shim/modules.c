@@ -87,7 +87,7 @@ static int visit(struct dl_phdr_info *info, size_t size, void *data) {
 	proc_lock();
 	uint8_t tag = REC_MODULE;
 	proc_put(&tag, 1);
-	proc_varint(now_units());
+	proc_varint(barrier_time());
 	proc_string(path);
 	proc_varint(info->dlpi_addr);
 	proc_varint(idlen);
@@ -133,7 +133,7 @@ HIDDEN void modules_scan(void) {
 		proc_lock();
 		uint8_t tag = REC_UNLOAD;
 		proc_put(&tag, 1);
-		proc_varint(now_units());
+		proc_varint(barrier_time());
 		proc_varint(mods[i].base);
 		proc_varint(mods[i].first);
 		proc_unlock();

@@ -80,7 +80,7 @@ HIDDEN void wake_writer_impl(void) {
 	futex_wake(&req_seq);
 }
 
-static uint64_t mono_ms(void) {
+HIDDEN uint64_t mono_ms(void) {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
@@ -256,7 +256,7 @@ static void put_header(void) {
 	proc_put(cmd, len);
 	struct timespec rt;
 	clock_gettime(CLOCK_REALTIME, &rt);
-	proc_varint((uint64_t)rt.tv_sec * 1000000000u + (uint64_t)rt.tv_nsec - ((uint64_t)now_units() << TIME_SHIFT));
+	proc_varint((uint64_t)rt.tv_sec * 1000000000u + (uint64_t)rt.tv_nsec - ((uint64_t)barrier_time() << TIME_SHIFT));
 	proc_string("monotonic");
 	proc_varint(TIME_SHIFT);
 	proc_string(unwind_name());
@@ -415,7 +415,7 @@ HIDDEN void finish(int reason, int status) {
 	proc_lock();
 	uint8_t tag = REC_END;
 	proc_put(&tag, 1);
-	proc_varint(now_units());
+	proc_varint(barrier_time());
 	proc_varint((uint64_t)reason);
 	proc_varint(((uint64_t)(int64_t)status << 1) ^ (uint64_t)((int64_t)status >> 63));
 	proc_varint(drain_dropped_total());
@@ -440,7 +440,7 @@ HIDDEN void exec_prepare(const char *file) {
 	proc_lock();
 	uint8_t tag = REC_EXEC;
 	proc_put(&tag, 1);
-	proc_varint(now_units());
+	proc_varint(barrier_time());
 	proc_string(file ? file : "");
 	proc_unlock();
 	rec_thread_handoff();
@@ -455,7 +455,7 @@ HIDDEN void exec_failed(void) {
 	proc_lock();
 	uint8_t tag = REC_EXEC_FAILED;
 	proc_put(&tag, 1);
-	proc_varint(now_units());
+	proc_varint(barrier_time());
 	proc_unlock();
 	t_guard--;
 }

@@ -139,7 +139,7 @@ static inline uint64_t clock_min(struct tstate *s) {
 
 // event_time is the time of an event no shard lock orders; the caller
 // fenced after marking the event in flight.
-HIDDEN uint64_t event_time(void) {
+static uint64_t event_time(void) {
 	if (!live_enabled)
 		return precise_units();
 	uint64_t t = coarse_units(), m = clock_min(t_state);
@@ -150,9 +150,9 @@ HIDDEN uint64_t event_time(void) {
 // flight after it can take.
 static uint64_t clock_now(void) { return live_enabled ? coarse_units() : precise_units(); }
 
-// now_units is a barrier time: after every event time handed out so far,
-// before every one handed out later.
-HIDDEN uint64_t now_units(void) {
+// barrier_time is after every event time handed out so far, and before
+// every one handed out later.
+HIDDEN uint64_t barrier_time(void) {
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	if (!live_enabled)
 		return precise_units();
@@ -171,13 +171,6 @@ HIDDEN uint64_t now_units(void) {
 			t = f;
 	} while (!__atomic_compare_exchange_n(&clock_floor, &f, t + 1, 1, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
 	return t;
-}
-
-// elapsed_ms measures a duration (the scan's) with the precise clock.
-HIDDEN uint64_t elapsed_ms(uint64_t since_ns) {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec - since_ns) / 1000000;
 }
 
 HIDDEN void rec_clock_start(void) {
@@ -473,7 +466,7 @@ HIDDEN long rec_release(void *p, uint64_t *t) {
 HIDDEN uint64_t rec_time_before(void) {
 	announce();
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	return now_units();
+	return barrier_time();
 }
 
 HIDDEN void rec_cancel(void) {
@@ -551,8 +544,7 @@ static inline uint8_t *put_time(struct tstate *s, uint8_t *p, uint64_t t) {
 // Addresses go into the buffer as they are, 8 bytes: one store here, one
 // load in the drain, which writes them in the file's form (addr_form) or
 // as back-references.
-static inline uint8_t *put_addr(struct tstate *s, uint8_t *p, uint64_t a) {
-	(void)s;
+static inline uint8_t *put_addr(uint8_t *p, uint64_t a) {
 	memcpy(p, &a, 8);
 	return p + 8;
 }
@@ -580,7 +572,7 @@ HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
 		p = put_captured(s, p, &st, &id);
 	*p++ = (uint8_t)(REC_EVENT + op);
 	p = put_time(s, p, t);
-	p = put_addr(s, p, (uint64_t)ptr);
+	p = put_addr(p, (uint64_t)ptr);
 	p = put_varint(p, size);
 	p = put_varint(p, id);
 	END_EVENT();
@@ -604,7 +596,7 @@ HIDDEN void rec_free(int op, void *ptr) {
 	BEGIN_EVENT(32);
 	*p++ = (uint8_t)(REC_EVENT + op);
 	p = put_time(s, p, t);
-	p = put_addr(s, p, (uint64_t)ptr);
+	p = put_addr(p, (uint64_t)ptr);
 	END_EVENT();
 }
 
@@ -615,13 +607,13 @@ HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_be
 	if (with_stack)
 		capture(&st);
 	// The new block's time: after the old one's release.
-	uint64_t t1 = t_before, m = clock_min(t_state);
-	if (m > t1)
-		t1 = m;
-	if (ptr && live_enabled)
-		t1 = live_add(ptr, size, t1);
-	else if (ptr)
+	uint64_t t1 = t_before;
+	if (ptr && live_enabled) {
+		uint64_t m = clock_min(t_state);
+		t1 = live_add(ptr, size, m > t1 ? m : t1);
+	} else if (ptr) {
 		t1 = event_time();
+	}
 	BEGIN_EVENT(RECORD_MAX);
 	uint64_t id = 0;
 	if (with_stack)
@@ -629,8 +621,8 @@ HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_be
 	*p++ = (uint8_t)(REC_EVENT + op);
 	p = put_time(s, p, t_before);
 	p = put_time(s, p, t1);
-	p = put_addr(s, p, (uint64_t)old);
-	p = put_addr(s, p, (uint64_t)ptr);
+	p = put_addr(p, (uint64_t)old);
+	p = put_addr(p, (uint64_t)ptr);
 	p = put_varint(p, size);
 	p = put_varint(p, id);
 	END_EVENT();
@@ -646,8 +638,8 @@ HIDDEN void rec_mmap(void *ptr, size_t len, int prot, int flags) {
 	uint64_t id;
 	p = put_captured(s, p, &st, &id);
 	*p++ = (uint8_t)(REC_EVENT + OP_MMAP);
-	p = put_time(s, p, now_units());
-	p = put_addr(s, p, (uint64_t)ptr);
+	p = put_time(s, p, barrier_time());
+	p = put_addr(p, (uint64_t)ptr);
 	p = put_varint(p, len);
 	int mf = (flags & MAP_ANONYMOUS) ? MF_ANON : MF_FILE;
 	if (flags & MAP_SHARED)
@@ -662,7 +654,7 @@ HIDDEN void rec_munmap(void *ptr, size_t len, uint64_t t_before) {
 	BEGIN_EVENT(40);
 	*p++ = (uint8_t)(REC_EVENT + OP_MUNMAP);
 	p = put_time(s, p, t_before);
-	p = put_addr(s, p, (uint64_t)ptr);
+	p = put_addr(p, (uint64_t)ptr);
 	p = put_varint(p, len);
 	END_EVENT();
 }
@@ -675,12 +667,12 @@ HIDDEN void rec_mremap(void *old, size_t oldlen, void *ptr, size_t len, uint64_t
 	uint64_t id;
 	p = put_captured(s, p, &st, &id);
 	*p++ = (uint8_t)(REC_EVENT + OP_MREMAP);
-	uint64_t t1 = now_units();
+	uint64_t t1 = barrier_time();
 	p = put_time(s, p, t_before);
 	p = put_time(s, p, t1);
-	p = put_addr(s, p, (uint64_t)old);
+	p = put_addr(p, (uint64_t)old);
 	p = put_varint(p, oldlen);
-	p = put_addr(s, p, (uint64_t)ptr);
+	p = put_addr(p, (uint64_t)ptr);
 	p = put_varint(p, len);
 	p = put_varint(p, id);
 	END_EVENT();
@@ -734,7 +726,7 @@ HIDDEN void proc_note(const char *fmt, ...) {
 	proc_lock();
 	uint8_t tag = REC_NOTE;
 	proc_put(&tag, 1);
-	proc_varint(now_units());
+	proc_varint(barrier_time());
 	proc_string(msg);
 	proc_unlock();
 	if (cfg.verbose)

@@ -1001,9 +1001,8 @@ HIDDEN int scan_run(void) {
 	uintptr_t sp = t_tracer ? 0 : exit_scan_sp ? exit_scan_sp : (uintptr_t)&here;
 	if (sp && main_return_sp > sp && syscall(SYS_gettid) == leak_pid)
 		sp = main_return_sp; // main returned: nothing below its caller is live
-	uint64_t t0 = now_units();
-	struct timespec began;
-	clock_gettime(CLOCK_MONOTONIC, &began);
+	uint64_t t0 = barrier_time();
+	uint64_t began = mono_ms();
 
 	nskip = 0;
 	nsegs = 0;
@@ -1099,7 +1098,7 @@ HIDDEN int scan_run(void) {
 	proc_unlock();
 	if (cfg.verbose)
 		logmsg("scanned %zu blocks (%llu MiB) in %llu ms", nblk, (unsigned long long)(bytes >> 20),
-		       (unsigned long long)elapsed_ms((uint64_t)began.tv_sec * 1000000000u + (uint64_t)began.tv_nsec));
+		       (unsigned long long)(mono_ms() - began));
 	if (vbuf)
 		live_unmap(vbuf, vcap);
 	vbuf = NULL;

@@ -116,9 +116,7 @@ HIDDEN void rec_realloc(int op, void *old, void *p, size_t size, uint64_t t_befo
 HIDDEN void rec_mmap(void *p, size_t len, int prot, int flags);
 HIDDEN void rec_munmap(void *p, size_t len, uint64_t t_before);
 HIDDEN void rec_mremap(void *old, size_t oldlen, void *p, size_t len, uint64_t t_before);
-HIDDEN uint64_t now_units(void);  // a barrier time: process records, mappings
-HIDDEN uint64_t event_time(void); // an event's time where no live-table lock orders it
-HIDDEN uint64_t elapsed_ms(uint64_t since_ns);
+HIDDEN uint64_t barrier_time(void); // for process records and mappings (record.c, "the clock")
 HIDDEN extern uint64_t t_start_ns;
 
 // coarse_units reads the clock event times are made of (record.c, "the
@@ -181,6 +179,7 @@ HIDDEN void process_crash_handlers(void);
 HIDDEN void exec_prepare(const char *path);
 HIDDEN void exec_failed(void);
 HIDDEN uint32_t crc32_ieee(uint32_t crc, const void *p, size_t n);
+HIDDEN uint64_t mono_ms(void); // CLOCK_MONOTONIC, for durations
 
 HIDDEN void modules_scan_if_due(void);
 
