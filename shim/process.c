@@ -104,9 +104,9 @@ uint32_t leak_writer_wait(int timeout_ms) {
 
 int leak_writer_final(void) { return (int)__atomic_load_n(&final_req, __ATOMIC_ACQUIRE); }
 
-size_t leak_writer_drain(int final, const uint8_t **p) {
+void leak_writer_drain(int final, struct drained *d) {
 	modules_scan_if_due();
-	return drain_collect(final, p);
+	drain_collect(final, 1, d);
 }
 
 void leak_writer_done(uint32_t gen) {
@@ -340,9 +340,9 @@ static void c_write_cycle(int final, int timeout_ms) {
 	}
 	if (pthread_mutex_timedlock(&write_mu, &dl) != 0)
 		return;
-	const uint8_t *p;
-	size_t n = drain_collect(final, &p);
-	leak_write_frame(ENC_RAW, p, n, n, crc32_ieee(0, p, n));
+	struct drained d;
+	drain_collect(final, 0, &d);
+	leak_write_frame(ENC_RAW, d.payload, d.payload_len, d.payload_len, crc32_ieee(0, d.payload, d.payload_len));
 	pthread_mutex_unlock(&write_mu);
 }
 

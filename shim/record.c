@@ -736,45 +736,58 @@ HIDDEN void proc_note(const char *fmt, ...) {
 // ---- draining -------------------------------------------------------------------
 
 static pthread_mutex_t drain_mu = PTHREAD_MUTEX_INITIALIZER;
-static uint8_t *out;
-static size_t out_len, out_cap;
 
-static void out_reserve(size_t n) {
-	if (out_len + n <= out_cap)
+// An output area of the drain, grown as needed. `out` is the frame
+// payload. A split drain (the Go writer's) puts the thread pieces'
+// address and size columns in side areas of their own instead, for the
+// writer to compress apart (docs/trace-format.md, "Frames").
+struct obuf {
+	uint8_t *p;
+	size_t len, cap;
+};
+static struct obuf out, side[2];
+enum { SIDE_ADDR, SIDE_SIZE };
+static int split;
+
+static void ob_reserve(struct obuf *o, size_t n) {
+	if (o->len + n <= o->cap)
 		return;
 	// First as much as the largest frame takes (MAX_DRAIN buffers; only
 	// the pages used are faulted in), so that growing, which copies to
 	// fresh pages, is for a final drain of a long queue only.
-	size_t cap = out_cap ? out_cap * 2 : (size_t)MAX_DRAIN * BUF_SIZE + (1u << 20);
-	while (cap < out_len + n)
+	size_t cap = o->cap ? o->cap * 2 : (size_t)MAX_DRAIN * BUF_SIZE + (1u << 20);
+	while (cap < o->len + n)
 		cap *= 2;
 	uint8_t *nb = map(cap);
 	if (!nb)
 		return; // cannot happen short of exhausting memory; the piece is lost
-	if (out) {
-		memcpy(nb, out, out_len);
-		live_unmap(out, out_cap);
+	if (o->p) {
+		memcpy(nb, o->p, o->len);
+		live_unmap(o->p, o->cap);
 	}
-	out = nb;
-	out_cap = cap;
+	o->p = nb;
+	o->cap = cap;
+}
+
+static void ob_put(struct obuf *o, const uint8_t *p, size_t n) {
+	ob_reserve(o, n);
+	if (o->len + n > o->cap)
+		return;
+	memcpy(o->p + o->len, p, n);
+	o->len += n;
 }
 
 static void out_piece_hdr(uint32_t slot, size_t n) {
-	out_reserve(n + 20);
-	if (out_len + n + 20 > out_cap)
+	ob_reserve(&out, n + 20);
+	if (out.len + n + 20 > out.cap)
 		return;
-	uint8_t *w = out + out_len;
+	uint8_t *w = out.p + out.len;
 	w = put_varint(w, slot);
 	w = put_varint(w, n);
-	out_len = (size_t)(w - out);
+	out.len = (size_t)(w - out.p);
 }
 
-static void out_append(const uint8_t *p, size_t n) {
-	if (out_len + n > out_cap)
-		return;
-	memcpy(out + out_len, p, n);
-	out_len += n;
-}
+static void out_append(const uint8_t *p, size_t n) { ob_put(&out, p, n); }
 
 static void out_piece(uint32_t slot, const uint8_t *p, size_t n) {
 	out_piece_hdr(slot, n);
@@ -789,7 +802,9 @@ static void out_piece(uint32_t slot, const uint8_t *p, size_t n) {
 // and times are small numbers of a few bytes' alphabet) far better than
 // in the interleaved stream: about a third smaller traces, and less for
 // the compressor to chew. The hot path writes records interleaved, as
-// they happen; the drain transposes each piece.
+// they happen; the drain transposes each piece. A split drain (the Go
+// writer's) also keeps the pieces' address and size columns apart from
+// the rest: the writer Huffman-codes those two, zstd takes the rest.
 
 enum { COL_REC, COL_TIME, COL_ADDR, COL_SIZE, NCOLS };
 
@@ -972,8 +987,10 @@ static void out_columns(struct tstate *s, const uint8_t *p, size_t n, uint64_t u
 	}
 	out_piece_hdr(s->slot, (size_t)(h - hdr) + total);
 	out_append(hdr, (size_t)(h - hdr));
-	for (int c = 0; c < NCOLS; c++)
-		out_append(col_buf[c], len[c]);
+	out_append(col_buf[COL_REC], len[COL_REC]);
+	out_append(col_buf[COL_TIME], len[COL_TIME]);
+	ob_put(split ? &side[SIDE_ADDR] : &out, col_buf[COL_ADDR], len[COL_ADDR]);
+	ob_put(split ? &side[SIDE_SIZE] : &out, col_buf[COL_SIZE], len[COL_SIZE]);
 }
 
 // br_undo forgets what a piece taken back added to the rings: the next
@@ -996,9 +1013,10 @@ static int thread_gone(pid_t tid) {
 	return syscall(SYS_tgkill, leak_pid, tid, 0) != 0 && errno == ESRCH;
 }
 
-HIDDEN size_t drain_collect(int final, const uint8_t **res) {
+HIDDEN void drain_collect(int final, int split_cols, struct drained *res) {
 	pthread_mutex_lock(&drain_mu);
-	out_len = 0;
+	split = split_cols;
+	out.len = side[SIDE_ADDR].len = side[SIDE_SIZE].len = 0;
 
 	// Every event committed before this moment is in this frame or an
 	// earlier one (or held back with its thread's queued buffers, which the
@@ -1077,13 +1095,15 @@ HIDDEN size_t drain_collect(int final, const uint8_t **res) {
 		uint32_t c = __atomic_load_n(&b->committed, __ATOMIC_ACQUIRE);
 		int claimed = d == CLAIMED;
 		if (!claimed && c > d) {
-			size_t mark = out_len;
+			size_t mark[3] = {out.len, side[SIDE_ADDR].len, side[SIDE_SIZE].len};
 			uint64_t undo[2];
 			out_columns(s, b->data + d, c - d, undo);
 			if (!__atomic_compare_exchange_n(&b->drained, &d, c, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
 				// The owner claimed it meanwhile: it hands those bytes
 				// off, and the next frame transposes them again.
-				out_len = mark;
+				out.len = mark[0];
+				side[SIDE_ADDR].len = mark[1];
+				side[SIDE_SIZE].len = mark[2];
 				br_undo(s, undo);
 				claimed = 1;
 			}
@@ -1122,10 +1142,8 @@ HIDDEN size_t drain_collect(int final, const uint8_t **res) {
 	size_t rl = (size_t)(put_varint(rec + 1, complete) - rec);
 	out_piece(0, rec, rl);
 
-	*res = out;
-	size_t len = out_len;
+	*res = (struct drained){out.p, out.len, side[SIDE_ADDR].p, side[SIDE_ADDR].len, side[SIDE_SIZE].p, side[SIDE_SIZE].len};
 	pthread_mutex_unlock(&drain_mu);
-	return len;
 }
 
 HIDDEN uint64_t drain_dropped_total(void) { return __atomic_load_n(&dropped_total, __ATOMIC_RELAXED); }

@@ -18,10 +18,10 @@
 
 // Trace format constants; docs/trace-format.md is the specification.
 #define TRACE_MAGIC "LIBLEAK\n"
-#define TRACE_VERSION 3
+#define TRACE_VERSION 4
 #define TIME_SHIFT 0 // event times are in ns (record.c, "the clock")
 
-enum { ENC_RAW = 0, ENC_ZSTD = 1 };
+enum { ENC_RAW = 0, ENC_ZSTD = 1, ENC_SPLIT = 2 };
 
 enum {
 	REC_RESET = 0x01,
@@ -142,9 +142,20 @@ HIDDEN void proc_varint(uint64_t v);
 HIDDEN void proc_string(const char *s);
 HIDDEN void proc_note(const char *fmt, ...);
 
-// Drain: collect a frame payload. Returns its length; the data stays valid
-// until the next drain call. Only one drainer runs at a time.
-HIDDEN size_t drain_collect(int final, const uint8_t **out);
+// Drain: collect a frame payload; the data stays valid until the next
+// drain call. Only one drainer runs at a time. A split drain leaves the
+// thread pieces' address and size columns out of `payload`, in `addrs`
+// and `sizes` (the pieces' lengths still count them); otherwise those
+// two are empty.
+struct drained {
+	const uint8_t *payload;
+	size_t payload_len;
+	const uint8_t *addrs;
+	size_t addrs_len;
+	const uint8_t *sizes;
+	size_t sizes_len;
+};
+HIDDEN void drain_collect(int final, int split, struct drained *d);
 HIDDEN uint64_t drain_dropped_total(void);
 
 // unwind.c
@@ -188,7 +199,7 @@ HIDDEN void modules_scan_if_due(void);
 HIDDEN extern volatile int go_writer_alive;
 uint32_t leak_writer_wait(int timeout_ms);
 int leak_writer_final(void);
-size_t leak_writer_drain(int final, const uint8_t **p);
+void leak_writer_drain(int final, struct drained *d);
 void leak_write_frame(int enc, const void *p, size_t n, size_t raw_len, uint32_t crc);
 void leak_writer_done(uint32_t gen);
 int leak_scan_due(void);

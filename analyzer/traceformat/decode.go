@@ -18,10 +18,11 @@ import (
 // Magic starts every trace file.
 const Magic = "LIBLEAK\n"
 
-// Version is the newest trace format this package reads. Version 1 (each
-// thread piece's records interleaved instead of in columns, addresses
-// always whole) is read too.
-const Version = 3
+// Version is the newest trace format this package reads. Version 3 (the
+// same records, no split frames) and version 1 (each thread piece's
+// records interleaved instead of in columns, addresses always whole) are
+// read too.
+const Version = 4
 
 // backRefs is how many of a thread's latest heap allocations a free can
 // refer back to, and how many of its latest frees an allocation can (the
@@ -44,8 +45,9 @@ const (
 	recComplete   = 0x4a
 	recEvent      = 0x20
 
-	encRaw  = 0
-	encZstd = 1
+	encRaw   = 0
+	encZstd  = 1
+	encSplit = 2
 
 	maxFrame = 256 << 20
 )
@@ -163,10 +165,14 @@ func Decode(r io.Reader, name string, h event.Handler) (Stats, error) {
 		return d.st, &FormatError{name, "not a libleak trace (bad magic)"}
 	}
 	d.version = binary.LittleEndian.Uint32(fh[8:])
-	if d.version != 1 && d.version != Version {
-		return d.st, &FormatError{name, fmt.Sprintf("trace format version %d, this leakanalyze reads versions 1 and %d", d.version, Version)}
+	if d.version != 1 && d.version != 3 && d.version != Version {
+		return d.st, &FormatError{name, fmt.Sprintf("trace format version %d, this leakanalyze reads versions 1, 3 and %d", d.version, Version)}
 	}
-	fr, err := newFrameReader(r, name, d.st.Bytes)
+	maxEnc := byte(encZstd)
+	if d.version >= 4 {
+		maxEnc = encSplit
+	}
+	fr, err := newFrameReader(r, name, d.st.Bytes, maxEnc)
 	if err != nil {
 		return d.st, err
 	}

@@ -3,10 +3,12 @@ package traceformat
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 
+	"github.com/klauspost/compress/huff0"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -23,7 +25,7 @@ type frameReader struct {
 	done chan struct{}
 }
 
-type frameBufs struct{ payload, raw []byte }
+type frameBufs struct{ payload, raw, main, addrs, sizes []byte }
 
 // frameItem is one frame's data, or how the frames ended: err for a
 // corrupt frame, last for the end of the file (truncated when it ends
@@ -38,7 +40,7 @@ type frameItem struct {
 	err       error
 }
 
-func newFrameReader(r io.Reader, name string, read int64) (*frameReader, error) {
+func newFrameReader(r io.Reader, name string, read int64, maxEnc byte) (*frameReader, error) {
 	zd, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxFrame))
 	if err != nil {
 		return nil, err
@@ -50,7 +52,7 @@ func newFrameReader(r io.Reader, name string, read int64) (*frameReader, error) 
 	go func() {
 		defer close(fr.done)
 		defer zd.Close()
-		fr.run(r, name, read, zd)
+		fr.run(r, name, read, zd, maxEnc)
 	}()
 	return fr, nil
 }
@@ -82,8 +84,10 @@ func (fr *frameReader) send(it frameItem) bool {
 	}
 }
 
-func (fr *frameReader) run(r io.Reader, name string, read int64, zd *zstd.Decoder) {
+// maxEnc is the newest frame encoding the file's version has.
+func (fr *frameReader) run(r io.Reader, name string, read int64, zd *zstd.Decoder, maxEnc byte) {
 	frames := 0
+	hs := new(huff0.Scratch)
 	for {
 		var bufs *frameBufs
 		select {
@@ -106,7 +110,7 @@ func (fr *frameReader) run(r io.Reader, name string, read int64, zd *zstd.Decode
 		rawLen := binary.LittleEndian.Uint32(hdr[4:])
 		enc := hdr[8]
 		crc := binary.LittleEndian.Uint32(hdr[12:])
-		if stored > maxFrame || rawLen > maxFrame || (enc != encRaw && enc != encZstd) {
+		if stored > maxFrame || rawLen > maxFrame || enc > maxEnc {
 			fr.send(frameItem{bytes: read, err: &FormatError{name, fmt.Sprintf("corrupt frame header at byte %d", read-16)}})
 			return
 		}
@@ -125,17 +129,163 @@ func (fr *frameReader) run(r io.Reader, name string, read int64, zd *zstd.Decode
 			return
 		}
 		data := bufs.payload
-		if enc == encZstd {
+		switch enc {
+		case encZstd:
 			bufs.raw, err = zd.DecodeAll(bufs.payload, bufs.raw[:0])
-			if err != nil || len(bufs.raw) != int(rawLen) {
-				fr.send(frameItem{bytes: read, err: &FormatError{name, fmt.Sprintf("frame %d does not decompress", frames+1)}})
-				return
-			}
 			data = bufs.raw
+		case encSplit:
+			err = bufs.unsplit(zd, hs, int(rawLen))
+			data = bufs.raw
+		}
+		if err != nil || len(data) != int(rawLen) {
+			fr.send(frameItem{bytes: read, err: &FormatError{name, fmt.Sprintf("frame %d does not decompress", frames+1)}})
+			return
 		}
 		frames++
 		if !fr.send(frameItem{data: data, bufs: bufs, bytes: read}) {
 			return
 		}
 	}
+}
+
+var errSplit = errors.New("corrupt split frame")
+
+// unsplit decodes a split frame's payload (encoding 2) into b.raw: the
+// main stream, a zstd frame, holds every piece whole but for thread
+// pieces' address and size columns, which come from the two Huffman-coded
+// streams after it, in piece order. The result is the payload a zstd
+// frame (encoding 1) of the same pieces holds.
+func (b *frameBufs) unsplit(zd *zstd.Decoder, hs *huff0.Scratch, rawLen int) error {
+	p := b.payload
+	n, k := binary.Uvarint(p)
+	if k <= 0 || n > uint64(len(p)-k) {
+		return errSplit
+	}
+	var err error
+	if b.main, err = zd.DecodeAll(p[k:k+int(n)], b.main[:0]); err != nil {
+		return err
+	}
+	p = p[k+int(n):]
+	if b.addrs, p, err = readStream(p, b.addrs[:0], hs, rawLen); err != nil {
+		return err
+	}
+	if b.sizes, p, err = readStream(p, b.sizes[:0], hs, rawLen); err != nil {
+		return err
+	}
+	if len(p) != 0 || len(b.main)+len(b.addrs)+len(b.sizes) != rawLen {
+		return errSplit
+	}
+	if cap(b.raw) < rawLen {
+		b.raw = make([]byte, 0, rawLen)
+	}
+	out, m, addrs, sizes := b.raw[:0], b.main, b.addrs, b.sizes
+	for len(m) > 0 {
+		slot, k1 := binary.Uvarint(m)
+		if k1 <= 0 {
+			return errSplit
+		}
+		length, k2 := binary.Uvarint(m[k1:])
+		if k2 <= 0 || length > uint64(rawLen) {
+			return errSplit
+		}
+		out = append(out, m[:k1+k2]...)
+		m = m[k1+k2:]
+		inMain := int(length)
+		var nAddr, nSize int
+		if slot != 0 {
+			// Three column lengths, then the record and time columns.
+			var l [3]uint64
+			h := 0
+			for i := range l {
+				v, k := binary.Uvarint(m[h:])
+				if k <= 0 {
+					return errSplit
+				}
+				l[i], h = v, h+k
+			}
+			if l[0] > uint64(rawLen) || l[1] > uint64(rawLen) || l[2] > uint64(rawLen) || uint64(h)+l[0]+l[1]+l[2] > length {
+				return errSplit
+			}
+			inMain = h + int(l[0]+l[1])
+			nAddr = int(l[2])
+			nSize = int(length) - inMain - nAddr
+		}
+		if inMain > len(m) || nAddr > len(addrs) || nSize > len(sizes) {
+			return errSplit
+		}
+		out = append(out, m[:inMain]...)
+		out = append(out, addrs[:nAddr]...)
+		out = append(out, sizes[:nSize]...)
+		m, addrs, sizes = m[inMain:], addrs[nAddr:], sizes[nSize:]
+	}
+	if len(addrs) != 0 || len(sizes) != 0 {
+		return errSplit
+	}
+	b.raw = out
+	return nil
+}
+
+// Block kinds of a split frame's streams.
+const (
+	blockRaw  = 0
+	blockHuff = 1 // huff0 4-stream block, its table first
+	blockRLE  = 2 // one byte, repeated
+)
+
+// readStream appends one stream of a split frame to dst: uvarint length,
+// then blocks (u8 kind, uvarint length, uvarint stored length, stored
+// bytes) until that length is reached. It returns what follows.
+func readStream(p, dst []byte, hs *huff0.Scratch, limit int) ([]byte, []byte, error) {
+	total, k := binary.Uvarint(p)
+	if k <= 0 || total > uint64(limit) {
+		return nil, nil, errSplit
+	}
+	p = p[k:]
+	if cap(dst) < int(total) {
+		dst = make([]byte, 0, total)
+	}
+	for len(dst) < int(total) {
+		if len(p) < 1 {
+			return nil, nil, errSplit
+		}
+		kind := p[0]
+		n, k1 := binary.Uvarint(p[1:])
+		if k1 <= 0 {
+			return nil, nil, errSplit
+		}
+		stored, k2 := binary.Uvarint(p[1+k1:])
+		if k2 <= 0 || n > total-uint64(len(dst)) || n > huff0.BlockSizeMax || stored > uint64(len(p)-1-k1-k2) {
+			return nil, nil, errSplit
+		}
+		blk := p[1+k1+k2 : 1+k1+k2+int(stored)]
+		p = p[1+k1+k2+int(stored):]
+		switch kind {
+		case blockRaw:
+			if stored != n {
+				return nil, nil, errSplit
+			}
+			dst = append(dst, blk...)
+		case blockRLE:
+			if stored != 1 {
+				return nil, nil, errSplit
+			}
+			for i := uint64(0); i < n; i++ {
+				dst = append(dst, blk[0])
+			}
+		case blockHuff:
+			s, rest, err := huff0.ReadTable(blk, hs)
+			if err != nil {
+				return nil, nil, errSplit
+			}
+			at := len(dst)
+			got, err := s.Decoder().Decompress4X(dst[at:at:at+int(n)], rest)
+			if err != nil || len(got) != int(n) {
+				return nil, nil, errSplit
+			}
+			dst = dst[:at+int(n)]
+		default:
+			return nil, nil, errSplit
+		}
+	}
+	return dst, p, nil
 }
