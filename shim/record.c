@@ -922,36 +922,37 @@ static void out_columns(struct tstate *s, const uint8_t *p, size_t n, uint64_t u
 		}
 		col_cap = cap;
 	}
-	uint8_t *w[NCOLS];
-	for (int c = 0; c < NCOLS; c++)
-		w[c] = col_buf[c];
+	// The column pointers are locals, not an array: a byte stored
+	// through one may alias anything in memory, and would make the
+	// compiler reload an array of them after every store.
+	uint8_t *wr = col_buf[COL_REC], *wt = col_buf[COL_TIME], *wa = col_buf[COL_ADDR], *ws = col_buf[COL_SIZE];
 	const uint8_t *end = p + n;
 	while (p < end) {
 		uint8_t tag = *p++;
-		*w[COL_REC]++ = tag;
+		*wr++ = tag;
 		if (tag == REC_RESET) {
-			p = copy_varint(p, end, &w[COL_REC]);
-			p = copy_varint(p, end, &w[COL_REC]);
+			p = copy_varint(p, end, &wr);
+			p = copy_varint(p, end, &wr);
 		} else if (tag == REC_STACK) {
-			p = copy_varint(p, end, &w[COL_REC]);
+			p = copy_varint(p, end, &wr);
 			const uint8_t *q = p;
 			uint64_t depth = get_varint(&p, end);
-			memcpy(w[COL_REC], q, (size_t)(p - q));
-			w[COL_REC] += p - q;
+			memcpy(wr, q, (size_t)(p - q));
+			wr += p - q;
 			for (uint64_t k = 0; k < depth && p < end; k++)
-				p = copy_varint(p, end, &w[COL_REC]);
+				p = copy_varint(p, end, &wr);
 		} else if (tag == REC_DROPPED) {
-			p = copy_varint(p, end, &w[COL_REC]);
+			p = copy_varint(p, end, &wr);
 		} else {
 			// Each op's fields in record order: T time, A address of a
 			// new heap block, F address of a released one, a any other
 			// address, S size, R record column (stack id, mmap flags).
-#define T p = copy_varint(p, end, &w[COL_TIME]);
-#define a w[COL_ADDR] = put_varint(w[COL_ADDR], addr_form(get_addr(&p, end)));
-#define S p = copy_varint(p, end, &w[COL_SIZE]);
-#define R p = copy_varint(p, end, &w[COL_REC]);
-#define A w[COL_ADDR] = put_varint(w[COL_ADDR], br_ref(&s->br[BR_FREES], &s->br[BR_ALLOCS], get_addr(&p, end)));
-#define F w[COL_ADDR] = put_varint(w[COL_ADDR], br_ref(&s->br[BR_ALLOCS], &s->br[BR_FREES], get_addr(&p, end)));
+#define T p = copy_varint(p, end, &wt);
+#define a wa = put_varint(wa, addr_form(get_addr(&p, end)));
+#define S p = copy_varint(p, end, &ws);
+#define R p = copy_varint(p, end, &wr);
+#define A wa = put_varint(wa, br_ref(&s->br[BR_FREES], &s->br[BR_ALLOCS], get_addr(&p, end)));
+#define F wa = put_varint(wa, br_ref(&s->br[BR_ALLOCS], &s->br[BR_FREES], get_addr(&p, end)));
 			switch (tag - REC_EVENT) {
 			case OP_FREE:
 			case OP_DELETE:
@@ -977,10 +978,11 @@ static void out_columns(struct tstate *s, const uint8_t *p, size_t n, uint64_t u
 #undef F
 		}
 	}
-	size_t len[NCOLS], total = 0;
+	size_t len[NCOLS] = {(size_t)(wr - col_buf[COL_REC]), (size_t)(wt - col_buf[COL_TIME]), (size_t)(wa - col_buf[COL_ADDR]),
+			     (size_t)(ws - col_buf[COL_SIZE])};
+	size_t total = 0;
 	uint8_t hdr[3 * 10], *h = hdr;
 	for (int c = 0; c < NCOLS; c++) {
-		len[c] = (size_t)(w[c] - col_buf[c]);
 		total += len[c];
 		if (c < NCOLS - 1)
 			h = put_varint(h, len[c]);
