@@ -145,6 +145,8 @@ type decoder struct {
 	mods        map[[2]uint64]*event.Module
 	pcs         []uint64
 	cols        cols
+	side        *[2][]byte // the thread piece being read: its split frame's columns (splitPiece)
+	sideCols    [2][]byte
 	pendingExec string
 }
 
@@ -190,7 +192,7 @@ func Decode(r io.Reader, name string, h event.Handler) (Stats, error) {
 			break
 		}
 		d.st.Frames++
-		err := d.frame(it.data)
+		err := d.frame(it.data, it.side)
 		fr.recycle(it)
 		if err != nil {
 			d.m.add(mop{kind: mopRelease, id: ^uint64(0)})
@@ -293,16 +295,32 @@ func (b *buf) bytes(n uint64) []byte {
 
 func (b *buf) string() string { return string(b.bytes(b.uvarint())) }
 
-func (d *decoder) frame(data []byte) error {
+// frame reads a frame's pieces. In a split frame (side not nil) a thread
+// piece's address and size columns are not in data but next in the side
+// streams, in piece order.
+func (d *decoder) frame(data []byte, side *[2][]byte) error {
 	f := buf{b: data}
+	var rest [2][]byte
+	if side != nil {
+		rest = *side
+	}
 	for f.off < len(f.b) {
 		slot := f.uvarint()
 		n := f.uvarint()
-		piece := f.bytes(n)
-		if f.err != nil {
-			return fmt.Errorf("piece header: %v", f.err)
-		}
+		var piece []byte
 		var err error
+		d.side = nil
+		if side != nil && slot != 0 {
+			piece, err = d.splitPiece(&f, n, &rest)
+		} else {
+			piece = f.bytes(n)
+		}
+		if err == nil && f.err != nil {
+			err = fmt.Errorf("piece header: %v", f.err)
+		}
+		if err != nil {
+			return err
+		}
 		if slot == 0 {
 			err = d.process(piece)
 		} else {
@@ -321,7 +339,38 @@ func (d *decoder) frame(data []byte) error {
 			return err
 		}
 	}
+	if len(rest[0]) != 0 || len(rest[1]) != 0 {
+		return errors.New("address or size stream longer than its pieces")
+	}
 	return nil
+}
+
+// splitPiece takes a split frame's thread piece of n bytes: its column
+// lengths and record and time columns from f, its address and size
+// columns (d.side) from the fronts of rest.
+func (d *decoder) splitPiece(f *buf, n uint64, rest *[2][]byte) ([]byte, error) {
+	start := f.off
+	var l [3]uint64
+	for i := range l {
+		l[i] = f.uvarint()
+	}
+	if f.err != nil {
+		return nil, fmt.Errorf("piece header: %v", f.err)
+	}
+	hl := uint64(f.off - start)
+	if l[0] > n || l[1] > n || l[2] > n || hl+l[0]+l[1]+l[2] > n {
+		return nil, errors.New("column lengths run past the end of their piece")
+	}
+	ls := n - hl - l[0] - l[1]
+	if l[2] > uint64(len(rest[0])) || ls-l[2] > uint64(len(rest[1])) {
+		return nil, errors.New("columns run past the end of the address or size stream")
+	}
+	f.off = start
+	piece := f.bytes(hl + l[0] + l[1])
+	d.sideCols = [2][]byte{rest[0][:l[2]], rest[1][:ls-l[2]]}
+	d.side = &d.sideCols
+	rest[0], rest[1] = rest[0][l[2]:], rest[1][ls-l[2]:]
+	return piece, nil
 }
 
 func (d *decoder) ns(units uint64) uint64 { return units << d.shift }
@@ -449,7 +498,9 @@ type cols struct {
 	failed                bool // a column has an error: checked once per record
 }
 
-func (c *cols) init(p []byte, columnar bool) error {
+// init opens a piece. side, when not nil, holds its address and size
+// columns (a split frame's), and p the rest.
+func (c *cols) init(p []byte, columnar bool, side *[2][]byte) error {
 	c.failed = false
 	c.bufs[0] = buf{b: p, failed: &c.failed}
 	if !columnar {
@@ -462,13 +513,20 @@ func (c *cols) init(p []byte, columnar bool) error {
 		lens[i] = h.uvarint()
 	}
 	rest := p[h.off:]
-	if h.err != nil || lens[0] > uint64(len(rest)) || lens[1] > uint64(len(rest))-lens[0] ||
-		lens[2] > uint64(len(rest))-lens[0]-lens[1] {
+	if h.err != nil || lens[0] > uint64(len(rest)) || lens[1] > uint64(len(rest))-lens[0] {
 		return errors.New("column lengths run past the end of their piece")
 	}
-	a, b, c2 := lens[0], lens[0]+lens[1], lens[0]+lens[1]+lens[2]
+	a, b := lens[0], lens[0]+lens[1]
 	f := &c.failed
-	c.bufs = [4]buf{{b: rest[:a], failed: f}, {b: rest[a:b], failed: f}, {b: rest[b:c2], failed: f}, {b: rest[c2:], failed: f}}
+	if side != nil {
+		c.bufs = [4]buf{{b: rest[:a], failed: f}, {b: rest[a:b], failed: f}, {b: side[0], failed: f}, {b: side[1], failed: f}}
+	} else {
+		if lens[2] > uint64(len(rest))-b {
+			return errors.New("column lengths run past the end of their piece")
+		}
+		c2 := b + lens[2]
+		c.bufs = [4]buf{{b: rest[:a], failed: f}, {b: rest[a:b], failed: f}, {b: rest[b:c2], failed: f}, {b: rest[c2:], failed: f}}
+	}
 	c.rec, c.time, c.addr, c.size = &c.bufs[0], &c.bufs[1], &c.bufs[2], &c.bufs[3]
 	return nil
 }
@@ -496,7 +554,7 @@ func (d *decoder) endRun() {
 
 func (d *decoder) thread(s *slotState, p []byte) error {
 	c := &d.cols
-	if err := c.init(p, d.version >= 2); err != nil {
+	if err := c.init(p, d.version >= 2, d.side); err != nil {
 		return err
 	}
 	if d.version >= 3 {

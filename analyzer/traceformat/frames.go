@@ -25,7 +25,10 @@ type frameReader struct {
 	done chan struct{}
 }
 
-type frameBufs struct{ payload, raw, main, addrs, sizes []byte }
+type frameBufs struct {
+	payload, raw []byte
+	side         [2][]byte // a split frame's address and size streams
+}
 
 // frameItem is one frame's data, or how the frames ended: err for a
 // corrupt frame, last for the end of the file (truncated when it ends
@@ -33,6 +36,7 @@ type frameBufs struct{ payload, raw, main, addrs, sizes []byte }
 // far, for Stats.Bytes.
 type frameItem struct {
 	data      []byte
+	side      *[2][]byte // a split frame's address and size streams; data is its main stream
 	bufs      *frameBufs
 	bytes     int64
 	last      bool
@@ -128,21 +132,23 @@ func (fr *frameReader) run(r io.Reader, name string, read int64, zd *zstd.Decode
 			fr.send(frameItem{bytes: read, err: &FormatError{name, fmt.Sprintf("checksum mismatch in frame %d at byte %d", frames+1, read-int64(stored)-16)}})
 			return
 		}
-		data := bufs.payload
+		it := frameItem{data: bufs.payload, bufs: bufs, bytes: read}
+		size := len(bufs.payload)
 		switch enc {
 		case encZstd:
 			bufs.raw, err = zd.DecodeAll(bufs.payload, bufs.raw[:0])
-			data = bufs.raw
+			it.data, size = bufs.raw, len(bufs.raw)
 		case encSplit:
-			err = bufs.unsplit(zd, hs, int(rawLen))
-			data = bufs.raw
+			err = bufs.split(zd, hs, int(rawLen))
+			it.data, it.side = bufs.raw, &bufs.side
+			size = len(bufs.raw) + len(bufs.side[0]) + len(bufs.side[1])
 		}
-		if err != nil || len(data) != int(rawLen) {
+		if err != nil || size != int(rawLen) {
 			fr.send(frameItem{bytes: read, err: &FormatError{name, fmt.Sprintf("frame %d does not decompress", frames+1)}})
 			return
 		}
 		frames++
-		if !fr.send(frameItem{data: data, bufs: bufs, bytes: read}) {
+		if !fr.send(it) {
 			return
 		}
 	}
@@ -150,78 +156,29 @@ func (fr *frameReader) run(r io.Reader, name string, read int64, zd *zstd.Decode
 
 var errSplit = errors.New("corrupt split frame")
 
-// unsplit decodes a split frame's payload (encoding 2) into b.raw: the
-// main stream, a zstd frame, holds every piece whole but for thread
-// pieces' address and size columns, which come from the two Huffman-coded
-// streams after it, in piece order. The result is the payload a zstd
-// frame (encoding 1) of the same pieces holds.
-func (b *frameBufs) unsplit(zd *zstd.Decoder, hs *huff0.Scratch, rawLen int) error {
+// split decodes a split frame's payload (encoding 2): its main stream, a
+// zstd frame, into b.raw, and its address and size streams into b.side.
+// The parse takes thread pieces' address and size columns from those
+// (decoder.frame).
+func (b *frameBufs) split(zd *zstd.Decoder, hs *huff0.Scratch, rawLen int) error {
 	p := b.payload
 	n, k := binary.Uvarint(p)
 	if k <= 0 || n > uint64(len(p)-k) {
 		return errSplit
 	}
 	var err error
-	if b.main, err = zd.DecodeAll(p[k:k+int(n)], b.main[:0]); err != nil {
+	if b.raw, err = zd.DecodeAll(p[k:k+int(n)], b.raw[:0]); err != nil {
 		return err
 	}
 	p = p[k+int(n):]
-	if b.addrs, p, err = readStream(p, b.addrs[:0], hs, rawLen); err != nil {
-		return err
+	for i := range b.side {
+		if b.side[i], p, err = readStream(p, b.side[i][:0], hs, rawLen); err != nil {
+			return err
+		}
 	}
-	if b.sizes, p, err = readStream(p, b.sizes[:0], hs, rawLen); err != nil {
-		return err
-	}
-	if len(p) != 0 || len(b.main)+len(b.addrs)+len(b.sizes) != rawLen {
+	if len(p) != 0 {
 		return errSplit
 	}
-	if cap(b.raw) < rawLen {
-		b.raw = make([]byte, 0, rawLen)
-	}
-	out, m, addrs, sizes := b.raw[:0], b.main, b.addrs, b.sizes
-	for len(m) > 0 {
-		slot, k1 := binary.Uvarint(m)
-		if k1 <= 0 {
-			return errSplit
-		}
-		length, k2 := binary.Uvarint(m[k1:])
-		if k2 <= 0 || length > uint64(rawLen) {
-			return errSplit
-		}
-		out = append(out, m[:k1+k2]...)
-		m = m[k1+k2:]
-		inMain := int(length)
-		var nAddr, nSize int
-		if slot != 0 {
-			// Three column lengths, then the record and time columns.
-			var l [3]uint64
-			h := 0
-			for i := range l {
-				v, k := binary.Uvarint(m[h:])
-				if k <= 0 {
-					return errSplit
-				}
-				l[i], h = v, h+k
-			}
-			if l[0] > uint64(rawLen) || l[1] > uint64(rawLen) || l[2] > uint64(rawLen) || uint64(h)+l[0]+l[1]+l[2] > length {
-				return errSplit
-			}
-			inMain = h + int(l[0]+l[1])
-			nAddr = int(l[2])
-			nSize = int(length) - inMain - nAddr
-		}
-		if inMain > len(m) || nAddr > len(addrs) || nSize > len(sizes) {
-			return errSplit
-		}
-		out = append(out, m[:inMain]...)
-		out = append(out, addrs[:nAddr]...)
-		out = append(out, sizes[:nSize]...)
-		m, addrs, sizes = m[inMain:], addrs[nAddr:], sizes[nSize:]
-	}
-	if len(addrs) != 0 || len(sizes) != 0 {
-		return errSplit
-	}
-	b.raw = out
 	return nil
 }
 

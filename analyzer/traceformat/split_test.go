@@ -129,18 +129,50 @@ func TestDecodeBadSplitFrames(t *testing.T) {
 	first := good[16 : 32+binary.LittleEndian.Uint32(good[16:])]
 	payload, rawLen := first[16:], int(binary.LittleEndian.Uint32(first[4:]))
 	main, k := binary.Uvarint(payload)
-	bad := map[string][]byte{
-		"main length past the end": append(binary.AppendUvarint(nil, uint64(len(payload))), payload[k:]...),
-		"stream cut short":          payload[:len(payload)-1],
-		"bytes after the streams":   append(bytes.Clone(payload), 0),
-		"unknown block kind":        append(append(bytes.Clone(payload[:k+int(main)]), 1, 9, 1, 1, 0), uv(0)...),
-		"columns longer than sent":  append(append(bytes.Clone(payload[:k+int(main)]), uv(0)...), uv(0)...),
+	// The same columns with the address and size streams swapped: the
+	// lengths add up, the pieces do not.
+	raw := v3[32 : 32+binary.LittleEndian.Uint32(v3[16:])]
+	m, addrs, sizes := splitPayload(t, raw)
+	enc, _ := zstd.NewWriter(nil)
+	z := enc.EncodeAll(m, nil)
+	rng := rand.New(rand.NewSource(1))
+	swapped := append(append(binary.AppendUvarint(nil, uint64(len(z))), z...), append(stream(t, rng, sizes), stream(t, rng, addrs)...)...)
+	// Only the first piece in the main stream (the process piece), all
+	// the columns in the streams.
+	slot0, k1 := binary.Uvarint(m)
+	n0, k2 := binary.Uvarint(m[k1:])
+	if slot0 != 0 {
+		t.Fatalf("first piece is slot %d", slot0)
 	}
-	for name, pl := range bad {
-		b := append(fileHeaderV(4), splitFrame(pl, rawLen, true)...)
+	z = enc.EncodeAll(m[:k1+k2+int(n0)], nil)
+	extra := append(append(binary.AppendUvarint(nil, uint64(len(z))), z...), append(stream(t, rng, addrs), stream(t, rng, sizes)...)...)
+	extraLen := k1 + k2 + int(n0) + len(addrs) + len(sizes)
+	// All the pieces, empty streams.
+	z = enc.EncodeAll(m, nil)
+	short := append(append(binary.AppendUvarint(nil, uint64(len(z))), z...), append(uv(0), uv(0)...)...)
+	bad := map[string]struct {
+		payload []byte
+		raw     int
+		err     string
+	}{
+		"streams longer than the pieces":  {extra, extraLen, "frame 1: address or size stream longer than its pieces"},
+		"streams shorter than the pieces": {short, len(m), "frame 1: columns run past the end of the address or size stream"},
+		"main length past the end":        {append(binary.AppendUvarint(nil, uint64(len(payload))), payload[k:]...), rawLen, "frame 1 does not decompress"},
+		"stream cut short":                {payload[:len(payload)-1], rawLen, "frame 1 does not decompress"},
+		"bytes after the streams":         {append(bytes.Clone(payload), 0), rawLen, "frame 1 does not decompress"},
+		"unknown block kind":              {append(append(bytes.Clone(payload[:k+int(main)]), 1, 9, 1, 1, 0), uv(0)...), rawLen, "frame 1 does not decompress"},
+		"streams too short":               {append(append(bytes.Clone(payload[:k+int(main)]), uv(0)...), uv(0)...), rawLen, "frame 1 does not decompress"},
+		"streams swapped":                 {swapped, rawLen, "frame 1: "},
+	}
+	if len(addrs) <= len(sizes) {
+		t.Fatalf("the swap needs more address bytes than size bytes: %d, %d", len(addrs), len(sizes))
+	}
+	for name, c := range bad {
+		b := append(fileHeaderV(4), splitFrame(c.payload, c.raw, true)...)
 		_, err := Decode(bytes.NewReader(b), "bad.zst", &nop{})
-		if err == nil || err.Error() != "bad.zst: frame 1 does not decompress" {
-			t.Errorf("%s: got %v", name, err)
+		// The swapped streams fail wherever their garbage does first.
+		if err == nil || !strings.HasPrefix(err.Error(), "bad.zst: "+c.err) || (name != "streams swapped" && err.Error() != "bad.zst: "+c.err) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: got %v, want %q", name, err, c.err)
 		}
 	}
 	// A flipped byte, its checksum made right, must fail cleanly or
