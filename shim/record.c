@@ -797,8 +797,8 @@ static void out_piece(uint32_t slot, const uint8_t *p, size_t n) {
 // ---- columns -------------------------------------------------------------------
 // A thread's records are written to the file split into four columns:
 // record tags with everything not listed below, event times, event
-// addresses, event sizes. zstd finds the repeats of each kind of field
-// among its own kind (a free's address repeats its allocation's; sizes
+// addresses, event sizes. The compressors find the repeats of each kind
+// of field among its own kind (a free's address repeats its allocation's; sizes
 // and times are small numbers of a few bytes' alphabet) far better than
 // in the interleaved stream: about a third smaller traces, and less for
 // the compressor to chew. The hot path writes records interleaved, as
@@ -842,7 +842,7 @@ static inline const uint8_t *copy_varint(const uint8_t *p, const uint8_t *end, u
 // out). The drain numbers each thread's heap allocations and its frees,
 // and writes a released address as "the block allocated d allocations
 // ago", a new block's address as "the block freed d frees ago" (d <=
-// BR_RING): a byte or two instead of seven, which zstd compresses better
+// BR_RING): a byte or two instead of seven, which compresses better
 // still. The decoder keeps the same two rings of addresses per slot, so a
 // reference is only written when this side's ring holds the address at
 // that ordinal: both sides see the same addresses in the same order,

@@ -2,7 +2,7 @@
 //
 // Data flows: hooks.c (entry points) -> record.c (per-thread buffers,
 // compact encoding) -> drain (record.c, called by the Go writer or, in a
-// forked child, by C) -> writer.go (zstd) or rawwrite in process.c.
+// forked child, by C) -> writer.go (zstd and Huffman) or rawwrite in process.c.
 #ifndef LIBLEAK_SHIM_H
 #define LIBLEAK_SHIM_H
 

@@ -14,7 +14,7 @@ import (
 
 // frameReader reads, checks and decompresses a trace's frames on a
 // goroutine of its own, one frame ahead of the parse: frames are
-// independent zstd frames, so decompressing frame k+1 while frame k is
+// independent, so decompressing frame k+1 while frame k is
 // parsed takes the decompression off the parse's time. A frame's buffers
 // go back to the reader once its records are parsed; with three buffer
 // sets, memory stays proportional to a few frames.
