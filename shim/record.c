@@ -514,8 +514,20 @@ static inline uint8_t *put_captured(struct tstate *s, uint8_t *p, struct stack *
 
 // An event's bookkeeping (the live table, the unwinder, a new buffer)
 // must not change the program's errno: SAVE_ERRNO first thing, and
-// END_EVENT puts it back.
-#define SAVE_ERRNO() int saved_errno_ = errno
+// END_EVENT puts it back. The thread's errno is found once and kept in
+// our own TLS: a load instead of a call into libc per event.
+static TLS int *t_errno;
+
+static inline int *errno_ptr(void) {
+	int *e = t_errno;
+	if (UNLIKELY(!e))
+		e = t_errno = &errno;
+	return e;
+}
+
+#define SAVE_ERRNO()                                                          \
+	int *errno_p_ = errno_ptr();                                          \
+	int saved_errno_ = *errno_p_
 
 #define BEGIN_EVENT(size)                                                     \
 	t_guard++;                                                            \
@@ -530,7 +542,7 @@ static inline uint8_t *put_captured(struct tstate *s, uint8_t *p, struct stack *
 	if (s)                                                                \
 		__atomic_store_n(&s->pending, 0, __ATOMIC_RELEASE);           \
 	t_guard--;                                                            \
-	errno = saved_errno_;
+	*errno_p_ = saved_errno_;
 
 static inline uint8_t *put_time(struct tstate *s, uint8_t *p, uint64_t t) {
 	// Times of frees are taken before the call, so they can precede the
@@ -590,7 +602,7 @@ HIDDEN void rec_free(int op, void *ptr) {
 	long size = rec_release(ptr, &t);
 	if (UNLIKELY(size < 0 && op == OP_FREE && live_enabled && in_freeres)) {
 		rec_cancel();
-		errno = saved_errno_;
+		*errno_p_ = saved_errno_;
 		return;
 	}
 	BEGIN_EVENT(32);
