@@ -185,7 +185,7 @@ static void *boot_realloc(void *old, size_t n) {
 static void rec_failed(void *old, long oldsize) {
 	rec_cancel();
 	if (oldsize >= 0)
-		live_add(old, (size_t)oldsize, 0);
+		live_add(old, (size_t)oldsize, 0, NULL);
 }
 
 void *realloc(void *old, size_t n) {

@@ -172,8 +172,12 @@ static uint64_t stamp_unlocked(uint64_t t_min) {
 	return t > t_min ? t : t_min;
 }
 
-// live_add enters a block and returns the time of its allocation.
-HIDDEN uint64_t live_add(void *p, size_t size, uint64_t t_min) {
+static long del_locked(struct shard *s, uintptr_t a);
+static int take_pending(uintptr_t *own, uintptr_t a);
+
+// live_add enters a block and returns the time of its allocation. own is
+// the calling thread's deferred release (live_free).
+HIDDEN uint64_t live_add(void *p, size_t size, uint64_t t_min, uintptr_t *own) {
 	uintptr_t a = (uintptr_t)p;
 	if (UNLIKELY(a >= LT_ADDR_LIMIT || (a & 7))) { // no allocator gives those
 		live_lost++;
@@ -183,17 +187,34 @@ HIDDEN uint64_t live_add(void *p, size_t size, uint64_t t_min) {
 	struct shard *s = &shards[shard_index(a)];
 	spin_lock(&s->lock);
 	uint64_t t = stamp(s, t_min);
-	if (((s->live + 1) * 2 > s->cap && !grow(s)) || (size >= LT_ESC && !big_add(s, a, size))) {
-		spin_unlock(&s->lock);
-		live_lost++;
-		return t;
-	}
+	if ((s->live + 1) * 2 > s->cap && !grow(s))
+		goto lost;
 	uint32_t mask = s->cap - 1, j = home(s, key);
-	while (s->tab[j])
-		j = (j + 1) & mask;
+	for (uint64_t o; (o = s->tab[j]) != 0; j = (j + 1) & mask) {
+		// The address is in the table already: a block released
+		// with its removal deferred, handed out again. The entry
+		// becomes the new block's.
+		if (UNLIKELY(o >> LT_SZ_BITS == key) && take_pending(own, a)) {
+			if ((o & LT_ESC) == LT_ESC)
+				big_find(s, a, 1);
+			if (size >= LT_ESC && !big_add(s, a, size)) {
+				del_locked(s, a);
+				goto lost;
+			}
+			s->tab[j] = e;
+			spin_unlock(&s->lock);
+			return t;
+		}
+	}
+	if (size >= LT_ESC && !big_add(s, a, size))
+		goto lost;
 	s->tab[j] = e;
 	s->live++;
 	spin_unlock(&s->lock);
+	return t;
+lost:
+	spin_unlock(&s->lock);
+	live_lost++;
 	return t;
 }
 
@@ -219,61 +240,136 @@ HIDDEN uint64_t live_clock_max(void) {
 	return m;
 }
 
-// live_del removes a block and returns its size, or -1 when the block is
-// not in the table; *t is the time of its release.
+// del_locked removes a block from its shard, whose lock the caller
+// holds, and returns its size, or -1 when the block is not there.
 //
 // Deletion shifts later entries of the probe run back instead of leaving
 // a tombstone: a program that allocates and frees at a steady rate would
 // otherwise fill the table with tombstones and rehash it every few dozen
 // operations (an mmap and an munmap each time, with the TLB shootdowns
 // those cost the other threads).
+static long del_locked(struct shard *s, uintptr_t a) {
+	uint64_t key = (uint64_t)(a >> 3);
+	long size = -1;
+	if (!s->cap)
+		return size;
+	uint32_t mask = s->cap - 1, j = home(s, key);
+	for (uint64_t e; (e = s->tab[j]) != 0; j = (j + 1) & mask) {
+		if (e >> LT_SZ_BITS != key)
+			continue;
+		size = (long)(e & LT_ESC);
+		if (size == LT_ESC)
+			size = (long)big_find(s, a, 1);
+		s->live--;
+		// j is the hole; move back every later entry of the run
+		// whose home is not in (j, k].
+		for (uint32_t k = (j + 1) & mask; s->tab[k]; k = (k + 1) & mask) {
+			uint32_t h = home(s, s->tab[k] >> LT_SZ_BITS);
+			if (((k - h) & mask) >= ((k - j) & mask)) {
+				s->tab[j] = s->tab[k];
+				j = k;
+			}
+		}
+		s->tab[j] = 0;
+		break;
+	}
+	return size;
+}
+
+// live_del removes a block and returns its size, or -1 when the block is
+// not in the table; *t is the time of its release.
 HIDDEN long live_del(void *p, uint64_t t_min, uint64_t *t) {
 	uintptr_t a = (uintptr_t)p;
-	uint64_t key = (uint64_t)(a >> 3);
-	struct shard *s = &shards[shard_index(a)];
-	long size = -1;
 	if (UNLIKELY(a >= LT_ADDR_LIMIT || (a & 7))) {
 		*t = stamp_unlocked(t_min);
-		return size;
+		return -1;
 	}
+	struct shard *s = &shards[shard_index(a)];
 	spin_lock(&s->lock);
 	*t = stamp(s, t_min);
-	if (s->cap) {
-		uint32_t mask = s->cap - 1, j = home(s, key);
-		for (uint64_t e; (e = s->tab[j]) != 0; j = (j + 1) & mask) {
-			if (e >> LT_SZ_BITS != key)
-				continue;
-			size = (long)(e & LT_ESC);
-			if (size == LT_ESC)
-				size = (long)big_find(s, a, 1);
-			s->live--;
-			// j is the hole; move back every later entry of the
-			// run whose home is not in (j, k].
-			for (uint32_t k = (j + 1) & mask; s->tab[k]; k = (k + 1) & mask) {
-				uint32_t h = home(s, s->tab[k] >> LT_SZ_BITS);
-				if (((k - h) & mask) >= ((k - j) & mask)) {
-					s->tab[j] = s->tab[k];
-					j = k;
-				}
-			}
-			s->tab[j] = 0;
-			break;
-		}
-	}
+	long size = del_locked(s, a);
 	spin_unlock(&s->lock);
 	return size;
+}
+
+// Deferred releases. A free's block is removed from the table at the
+// thread's next free, not at its own: its slot, fetched from memory
+// while the program runs on, is then in cache, where a removal on the
+// spot waited for it. Until then the block stays in the table, which
+// only the scan reads, and live_freeze removes every deferred block
+// first. A thread's deferred block (*pend, in its record.c state) changes
+// only under that block's shard lock. An allocation that finds its
+// address still in the table takes the entry over from whichever thread
+// deferred its removal (take_pending).
+
+// take_pending clears the deferred release of a, whose shard lock the
+// caller holds: the caller's own, or another thread's. Returns 0 when no
+// thread deferred it (the table holds a block whose release was never
+// seen).
+static int take_pending(uintptr_t *own, uintptr_t a) {
+	if (own && *own == a) {
+		__atomic_store_n(own, 0, __ATOMIC_RELAXED);
+		return 1;
+	}
+	uintptr_t *w;
+	for (int i = 0; (w = rec_pending_word(i)) != NULL; i++) {
+		if (__atomic_load_n(w, __ATOMIC_RELAXED) == a) {
+			__atomic_store_n(w, 0, __ATOMIC_RELAXED);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+// live_free is live_del for a free: it takes the release's time and
+// defers the block's removal (above), carrying out the previous one.
+HIDDEN void live_free(void *p, uint64_t t_min, uint64_t *t, uintptr_t *pend) {
+	uintptr_t a = (uintptr_t)p;
+	if (UNLIKELY(a >= LT_ADDR_LIMIT || (a & 7))) {
+		live_del(p, t_min, t);
+		return;
+	}
+	live_prefetch(p);
+	unsigned si = shard_index(a);
+	uintptr_t q = __atomic_load_n(pend, __ATOMIC_RELAXED);
+	if (q && shard_index(q) != si) {
+		struct shard *o = &shards[shard_index(q)];
+		spin_lock(&o->lock);
+		if (__atomic_load_n(pend, __ATOMIC_RELAXED) == q) { // not taken over meanwhile
+			del_locked(o, q);
+			__atomic_store_n(pend, 0, __ATOMIC_RELAXED);
+		}
+		spin_unlock(&o->lock);
+	}
+	struct shard *s = &shards[si];
+	spin_lock(&s->lock);
+	*t = stamp(s, t_min);
+	q = __atomic_load_n(pend, __ATOMIC_RELAXED);
+	if (q)
+		del_locked(s, q);
+	__atomic_store_n(pend, a, __ATOMIC_RELAXED);
+	spin_unlock(&s->lock);
 }
 
 HIDDEN uint64_t live_lost;
 
 // live_freeze stops every change to the heap table (a thread that frees
-// waits) and returns the number of live blocks; live_thaw resumes.
+// waits), carries out the deferred releases and returns the number of
+// live blocks; live_thaw resumes.
 HIDDEN size_t live_freeze(void) {
 	size_t n = 0;
-	for (unsigned i = 0; i < NSHARDS; i++) {
+	for (unsigned i = 0; i < NSHARDS; i++)
 		spin_lock(&shards[i].lock);
-		n += shards[i].live;
+	uintptr_t *w;
+	for (int i = 0; (w = rec_pending_word(i)) != NULL; i++) {
+		uintptr_t q = __atomic_load_n(w, __ATOMIC_RELAXED);
+		if (q) {
+			del_locked(&shards[shard_index(q)], q);
+			__atomic_store_n(w, 0, __ATOMIC_RELAXED);
+		}
 	}
+	for (unsigned i = 0; i < NSHARDS; i++)
+		n += shards[i].live;
 	pthread_mutex_lock(&regions_mu);
 	t_frozen = 1;
 	return n;

@@ -67,6 +67,7 @@ struct tstate {
 	uint64_t last_t; // time of the last record (the delta base)
 	uint64_t pending;  // atomic: last_t + 1 while an event is between its time and its commit
 	uint64_t dropped;  // events lost since the last buffer
+	uintptr_t pend;    // the block whose removal from the live table waits (live_free)
 	uint32_t precise_left; // events still to read the precise clock (clock_min)
 	uint32_t seen_commit; // drainer only: committed at the last check
 	int idle_checks;
@@ -463,6 +464,10 @@ HIDDEN long rec_release(void *p, uint64_t *t) {
 	return -1;
 }
 
+HIDDEN uintptr_t *rec_pending_word(int i) {
+	return i < __atomic_load_n(&nstates, __ATOMIC_ACQUIRE) ? &states[i]->pend : NULL;
+}
+
 HIDDEN uint64_t rec_time_before(void) {
 	announce();
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -573,7 +578,7 @@ HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
 	if (with_stack)
 		capture(&st);
 	if (live_enabled) {
-		t = live_add(ptr, size, clock_min(t_state)); // its lock orders the mark before the time
+		t = live_add(ptr, size, clock_min(t_state), t_state ? &t_state->pend : NULL); // its lock orders the mark before the time
 	} else {
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 		t = event_time();
@@ -591,15 +596,20 @@ HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
 }
 
 // rec_free records a heap block's release (free, delete) whole before
-// the allocator is called: its time, its removal from the live table and
-// its record. The record is committed before the block can be handed out
+// the allocator is called: its time, its removal from the live table
+// (deferred to the thread's next free: live_free) and its record. The record is committed before the block can be handed out
 // again. A free of a block glibc or libstdc++ made before the tracer
 // started, during their exit-time release (in_freeres), is not the
 // program's, nor an invalid free: it is not recorded.
 HIDDEN void rec_free(int op, void *ptr) {
 	SAVE_ERRNO();
 	uint64_t t;
-	long size = rec_release(ptr, &t);
+	long size = 0;
+	struct tstate *s0;
+	if (LIKELY(ptr && live_enabled && !in_freeres) && (s0 = announce()) != NULL)
+		live_free(ptr, clock_min(s0), &t, &s0->pend);
+	else
+		size = rec_release(ptr, &t);
 	if (UNLIKELY(size < 0 && op == OP_FREE && live_enabled && in_freeres)) {
 		rec_cancel();
 		*errno_p_ = saved_errno_;
@@ -622,7 +632,7 @@ HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_be
 	uint64_t t1 = t_before;
 	if (ptr && live_enabled) {
 		uint64_t m = clock_min(t_state);
-		t1 = live_add(ptr, size, m > t1 ? m : t1);
+		t1 = live_add(ptr, size, m > t1 ? m : t1, t_state ? &t_state->pend : NULL);
 	} else if (ptr) {
 		t1 = event_time();
 	}
