@@ -597,8 +597,8 @@ HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
 
 // rec_free records a heap block's release (free, delete) whole before
 // the allocator is called: its time, its removal from the live table
-// (deferred to the thread's next free: live_free) and its record. The record is committed before the block can be handed out
-// again. A free of a block glibc or libstdc++ made before the tracer
+// (deferred to the thread's next free: live_free) and its record. The
+// record is committed before the block can be handed out again. A free of a block glibc or libstdc++ made before the tracer
 // started, during their exit-time release (in_freeres), is not the
 // program's, nor an invalid free: it is not recorded.
 HIDDEN void rec_free(int op, void *ptr) {
@@ -762,7 +762,7 @@ static pthread_mutex_t drain_mu = PTHREAD_MUTEX_INITIALIZER;
 // An output area of the drain, grown as needed. `out` is the frame
 // payload. A split drain (the Go writer's) puts the thread pieces'
 // address and size columns in side areas of their own instead, for the
-// writer to compress apart (docs/trace-format.md, "Frames").
+// writer to compress apart (docs/trace-format.md, "Split frames").
 struct obuf {
 	uint8_t *p;
 	size_t len, cap;
@@ -820,8 +820,9 @@ static void out_piece(uint32_t slot, const uint8_t *p, size_t n) {
 // A thread's records are written to the file split into four columns:
 // record tags with everything not listed below, event times, event
 // addresses, event sizes. The compressors find the repeats of each kind
-// of field among its own kind (a free's address repeats its allocation's; sizes
-// and times are small numbers of a few bytes' alphabet) far better than
+// of field among its own kind (a free's address repeats its
+// allocation's; sizes and times are small numbers of a few bytes'
+// alphabet) far better than
 // in the interleaved stream: about a third smaller traces, and less for
 // the compressor to chew. The hot path writes records interleaved, as
 // they happen; the drain transposes each piece. A split drain (the Go

@@ -10,22 +10,7 @@ package main
 /*
 #cgo CFLAGS: -O2 -Wall -Wno-format-truncation -fno-omit-frame-pointer -ftls-model=initial-exec
 #cgo LDFLAGS: -ldl
-#include <stdint.h>
-#include <stddef.h>
-uint32_t leak_writer_wait(int timeout_ms);
-int leak_writer_final(void);
-struct drained {
-	const uint8_t *payload;
-	size_t payload_len;
-	const uint8_t *addrs;
-	size_t addrs_len;
-	const uint8_t *sizes;
-	size_t sizes_len;
-};
-void leak_writer_drain(int final, struct drained *d);
-void leak_write_frame(int enc, const void *p, size_t n, size_t raw_len, uint32_t crc);
-void leak_writer_done(uint32_t gen);
-int leak_scan_due(void);
+#include "shim.h"
 */
 import "C"
 
@@ -41,7 +26,6 @@ import (
 )
 
 const (
-	encSplit      = 2
 	flushInterval = 100 // ms
 	blockSize     = 128 << 10
 )
@@ -85,7 +69,7 @@ func writeLoop() {
 			dst = appendStream(dst, bytesAt(d.addrs, d.addrs_len), hs)
 			dst = appendStream(dst, bytesAt(d.sizes, d.sizes_len), hs)
 			raw := d.payload_len + d.addrs_len + d.sizes_len
-			C.leak_write_frame(encSplit, unsafe.Pointer(&dst[0]), C.size_t(len(dst)), raw, C.uint32_t(crc32.ChecksumIEEE(dst)))
+			C.leak_write_frame(C.ENC_SPLIT, unsafe.Pointer(&dst[0]), C.size_t(len(dst)), raw, C.uint32_t(crc32.ChecksumIEEE(dst)))
 		}
 		C.leak_writer_done(gen)
 		C.leak_scan_due()
