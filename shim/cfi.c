@@ -773,12 +773,14 @@ static inline void stack_bounds(struct bounds *b, uintptr_t sp) {
 
 static inline int ours(uintptr_t pc) { return pc - self_text_lo < self_text_hi - self_text_lo; }
 
-// leave_ours follows our own frames, which have frame pointers, from fp
-// to the first return address outside our text. The frame holding it is
-// the hook the program called: above it is the program's stack pointer at
-// the call, and its saved rbp is the program's.
-static inline int leave_ours(uintptr_t *fp, uintptr_t *ip, uintptr_t *sp, uintptr_t *rbp) {
-	uintptr_t base = (uintptr_t)fp;
+// leave_ours follows our own frames, which have frame pointers, from
+// start to the first return address outside our text. The frame holding
+// it is the hook the program called: above it is the program's stack
+// pointer at the call, and its saved rbp is the program's. The recorder
+// passes the hook's frame, where the loop ends at once; from the
+// unwinder's own frame it climbs three or four.
+static inline int leave_ours(const void *start, uintptr_t *ip, uintptr_t *sp, uintptr_t *rbp) {
+	uintptr_t *fp = (uintptr_t *)start, base = (uintptr_t)fp;
 	for (int k = 0;; k++) {
 		if (k == 32 || (uintptr_t)fp - base > FRAME_MAX || ((uintptr_t)fp & 7))
 			return 0;
@@ -812,9 +814,19 @@ static inline struct walk *walk_find(struct cache *c, uintptr_t ip, uintptr_t sp
 static inline int walk_replay(struct walk *w, uintptr_t rbp, int max, uintptr_t *pcs, struct stack_memo *m, uint32_t *known) {
 	if (!w->ok || w->max != max || (w->need_rbp && w->rbp != rbp))
 		return 0;
-	for (int k = 0; k < w->nread; k++)
-		if (*(const volatile uintptr_t *)w->addr[k] != w->val[k])
-			return 0;
+	// Every word is compared, without a branch each: a replay almost
+	// always matches. The words lie between sp, the same as the kept
+	// walk's, and the stack's top, so all of them can be read.
+	uintptr_t diff = 0;
+	int k = 0, n = w->nread;
+#define W(i) (*(const volatile uintptr_t *)w->addr[i] ^ w->val[i])
+	for (; k + 4 <= n; k += 4)
+		diff |= W(k) | W(k + 1) | W(k + 2) | W(k + 3);
+	for (; k < n; k++)
+		diff |= W(k);
+#undef W
+	if (diff)
+		return 0;
 	uint64_t memo = w->memo;
 	if ((uint32_t)(memo >> 32) == w->tag && (uint32_t)memo != 0) {
 		*known = (uint32_t)memo;
@@ -879,9 +891,10 @@ HIDDEN void cfi_forget(void) {
 
 // cfi_capture: see unwind_capture. noinline keeps its frame, which the
 // walk over our own frames starts from.
-HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max, struct stack_memo *m, uint32_t *known) {
+HIDDEN __attribute__((noinline)) int cfi_capture(uintptr_t *pcs, int max, struct stack_memo *m, uint32_t *known,
+						 const void *frame) {
 	uintptr_t ip, sp, rbp;
-	if (max <= 0 || !leave_ours(__builtin_frame_address(0), &ip, &sp, &rbp))
+	if (max <= 0 || !leave_ours(frame ? frame : __builtin_frame_address(0), &ip, &sp, &rbp))
 		return 0;
 	int rbp_ok = 1;
 	struct cache *c = cache();
@@ -1024,9 +1037,9 @@ out:
 // fp_capture walks saved frame pointers with the same bounds on reads:
 // in code built without frame pointers rbp holds anything, and the walk
 // must end, not fault, when it does.
-HIDDEN __attribute__((noinline)) int fp_capture(uintptr_t *pcs, int max) {
+HIDDEN __attribute__((noinline)) int fp_capture(uintptr_t *pcs, int max, const void *frame) {
 	uintptr_t ip, sp, fp;
-	if (max <= 0 || !leave_ours(__builtin_frame_address(0), &ip, &sp, &fp))
+	if (max <= 0 || !leave_ours(frame ? frame : __builtin_frame_address(0), &ip, &sp, &fp))
 		return 0;
 	struct bounds b;
 	stack_bounds(&b, sp);

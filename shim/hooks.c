@@ -121,6 +121,10 @@ static inline int recording(void *ra) {
 
 #define RA __builtin_return_address(0)
 
+// FRAME is the hook's own frame, where the stack walk starts: above it
+// is the program's (record.c, capture).
+#define FRAME __builtin_frame_address(0)
+
 // ld.so allocates a thread's block of a dlopen'ed library's TLS on first
 // use, and frees it when the thread ends. When that first use is the
 // unwinder's, inside our guard, the allocation must still be recorded, or
@@ -142,12 +146,12 @@ void *malloc(size_t n) {
 	if (!recording(RA)) {
 		void *p = real.malloc(n);
 		if (tracer_tls(RA) && p)
-			rec_alloc(OP_MALLOC, p, n, 0);
+			rec_alloc(OP_MALLOC, p, n, NULL);
 		return p;
 	}
 	void *p = real.malloc(n);
 	if (LIKELY(p != NULL))
-		rec_alloc(OP_MALLOC, p, n, 1);
+		rec_alloc(OP_MALLOC, p, n, FRAME);
 	return p;
 }
 
@@ -164,12 +168,12 @@ void *calloc(size_t n, size_t size) {
 	if (!recording(RA)) {
 		void *p = real.calloc(n, size);
 		if (tracer_tls(RA) && p)
-			rec_alloc(OP_CALLOC, p, n * size, 0);
+			rec_alloc(OP_CALLOC, p, n * size, NULL);
 		return p;
 	}
 	void *p = real.calloc(n, size);
 	if (LIKELY(p != NULL))
-		rec_alloc(OP_CALLOC, p, n * size, 1);
+		rec_alloc(OP_CALLOC, p, n * size, FRAME);
 	return p;
 }
 
@@ -203,7 +207,7 @@ void *realloc(void *old, size_t n) {
 		long oldsize = rec_release(old, &t0);
 		void *p = real.realloc(old, n);
 		if (p != NULL || (old != NULL && n == 0))
-			rec_realloc(OP_REALLOC, old, p, n, t0, 0);
+			rec_realloc(OP_REALLOC, old, p, n, t0, NULL);
 		else
 			rec_failed(old, oldsize);
 		return p;
@@ -213,7 +217,7 @@ void *realloc(void *old, size_t n) {
 	void *p = real.realloc(old, n);
 	// realloc(p, 0) frees p and returns NULL; a failed realloc keeps p.
 	if (p != NULL || (old != NULL && n == 0))
-		rec_realloc(OP_REALLOC, old, p, n, t0, 1);
+		rec_realloc(OP_REALLOC, old, p, n, t0, FRAME);
 	else
 		rec_failed(old, oldsize);
 	return p;
@@ -234,7 +238,7 @@ void *reallocarray(void *old, size_t n, size_t size) {
 	long oldsize = rec_release(old, &t0);
 	void *p = real_reallocarray(old, n, size);
 	if (p != NULL || (old != NULL && n * size == 0))
-		rec_realloc(OP_REALLOCARRAY, old, p, n * size, t0, 1);
+		rec_realloc(OP_REALLOCARRAY, old, p, n * size, t0, FRAME);
 	else
 		rec_failed(old, oldsize);
 	return p;
@@ -265,7 +269,7 @@ int posix_memalign(void **out, size_t align, size_t n) {
 		return real_posix_memalign(out, align, n);
 	int rc = real_posix_memalign(out, align, n);
 	if (rc == 0 && *out)
-		rec_alloc(OP_POSIX_MEMALIGN, *out, n, 1);
+		rec_alloc(OP_POSIX_MEMALIGN, *out, n, FRAME);
 	return rc;
 }
 
@@ -280,7 +284,7 @@ int posix_memalign(void **out, size_t align, size_t n) {
 			return realfn args;                                   \
 		void *p = realfn args;                                        \
 		if (p)                                                        \
-			rec_alloc(op, p, size, 1);                             \
+			rec_alloc(op, p, size, FRAME);                         \
 		return p;                                                     \
 	}
 
@@ -340,7 +344,7 @@ static void delete_fallback(void *p) { free(p); }
 		void *p = realfn args;                                        \
 		t_cxx--;                                                      \
 		if (p)                                                        \
-			rec_alloc(op, p, size, 1);                             \
+			rec_alloc(op, p, size, FRAME);                         \
 		return p;                                                     \
 	}
 

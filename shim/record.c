@@ -489,11 +489,12 @@ struct stack {
 	uintptr_t pcs[MAX_DEPTH];
 };
 
-// capture unwinds the calling thread's stack; its own allocations (the
-// unwinder's) are not the program's.
-static inline void capture(struct stack *st) {
+// capture unwinds the calling thread's stack from the hook's frame (NULL:
+// the unwinder finds it); its own allocations (the unwinder's) are not
+// the program's.
+static inline void capture(struct stack *st, const void *frame) {
 	t_guard++;
-	st->n = unwind_capture(st->pcs, cfg.depth, &st->memo, &st->known);
+	st->n = unwind_capture(st->pcs, cfg.depth, &st->memo, &st->known, frame);
 	t_guard--;
 }
 
@@ -566,7 +567,7 @@ static inline uint8_t *put_addr(uint8_t *p, uint64_t a) {
 	return p + 8;
 }
 
-HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
+HIDDEN void rec_alloc(int op, void *ptr, size_t size, const void *frame) {
 	SAVE_ERRNO();
 	struct stack st;
 	uint64_t t;
@@ -575,8 +576,8 @@ HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
 	// walked, not after.
 	if (live_enabled)
 		live_prefetch(ptr);
-	if (with_stack)
-		capture(&st);
+	if (frame)
+		capture(&st, frame);
 	if (live_enabled) {
 		t = live_add(ptr, size, clock_min(t_state), t_state ? &t_state->pend : NULL); // its lock orders the mark before the time
 	} else {
@@ -585,7 +586,7 @@ HIDDEN void rec_alloc(int op, void *ptr, size_t size, int with_stack) {
 	}
 	BEGIN_EVENT(RECORD_MAX);
 	uint64_t id = 0;
-	if (with_stack)
+	if (frame)
 		p = put_captured(s, p, &st, &id);
 	*p++ = (uint8_t)(REC_EVENT + op);
 	p = put_time(s, p, t);
@@ -622,12 +623,13 @@ HIDDEN void rec_free(int op, void *ptr) {
 	END_EVENT();
 }
 
-HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_before, int with_stack) {
+HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_before, const void *frame) {
 	SAVE_ERRNO();
 	struct stack st; // the hooks announced this event before taking t_before
-	with_stack = with_stack && ptr;
-	if (with_stack)
-		capture(&st);
+	if (!ptr)
+		frame = NULL;
+	if (frame)
+		capture(&st, frame);
 	// The new block's time: after the old one's release.
 	uint64_t t1 = t_before;
 	if (ptr && live_enabled) {
@@ -638,7 +640,7 @@ HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_be
 	}
 	BEGIN_EVENT(RECORD_MAX);
 	uint64_t id = 0;
-	if (with_stack)
+	if (frame)
 		p = put_captured(s, p, &st, &id);
 	*p++ = (uint8_t)(REC_EVENT + op);
 	p = put_time(s, p, t_before);
@@ -655,7 +657,7 @@ HIDDEN void rec_mmap(void *ptr, size_t len, int prot, int flags) {
 	struct stack st;
 	announce();
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	capture(&st);
+	capture(&st, NULL);
 	BEGIN_EVENT(RECORD_MAX);
 	uint64_t id;
 	p = put_captured(s, p, &st, &id);
@@ -684,7 +686,7 @@ HIDDEN void rec_munmap(void *ptr, size_t len, uint64_t t_before) {
 HIDDEN void rec_mremap(void *old, size_t oldlen, void *ptr, size_t len, uint64_t t_before) {
 	SAVE_ERRNO();
 	struct stack st;
-	capture(&st);
+	capture(&st, NULL);
 	BEGIN_EVENT(RECORD_MAX);
 	uint64_t id;
 	p = put_captured(s, p, &st, &id);

@@ -102,7 +102,9 @@ HIDDEN extern struct real_fns real;
 HIDDEN void hooks_init(void);
 
 // record.c
-HIDDEN void rec_alloc(int op, void *p, size_t size, int with_stack);
+// frame is the hook's frame (its __builtin_frame_address), where the
+// stack walk starts; NULL records the block without a stack.
+HIDDEN void rec_alloc(int op, void *p, size_t size, const void *frame);
 HIDDEN void rec_free(int op, void *p); // before the allocator's call
 // rec_time_before takes the time of an event whose record follows the
 // allocator's call (munmap, mremap) and marks the thread's event in
@@ -112,7 +114,7 @@ HIDDEN void rec_free(int op, void *p); // before the allocator's call
 HIDDEN uint64_t rec_time_before(void);
 HIDDEN long rec_release(void *p, uint64_t *t);
 HIDDEN void rec_cancel(void);
-HIDDEN void rec_realloc(int op, void *old, void *p, size_t size, uint64_t t_before, int with_stack);
+HIDDEN void rec_realloc(int op, void *old, void *p, size_t size, uint64_t t_before, const void *frame);
 HIDDEN void rec_mmap(void *p, size_t len, int prot, int flags);
 HIDDEN void rec_munmap(void *p, size_t len, uint64_t t_before);
 HIDDEN void rec_mremap(void *old, size_t oldlen, void *p, size_t len, uint64_t t_before);
@@ -172,7 +174,7 @@ struct stack_memo {
 	uint32_t tag;
 };
 HIDDEN void unwind_init(void);
-HIDDEN int unwind_capture(uintptr_t *pcs, int max, struct stack_memo *m, uint32_t *known);
+HIDDEN int unwind_capture(uintptr_t *pcs, int max, struct stack_memo *m, uint32_t *known, const void *frame);
 HIDDEN void unwind_forget(void);
 HIDDEN const char *unwind_name(void);
 
@@ -209,9 +211,9 @@ HIDDEN void wake_writer_impl(void);
 // unwind_invalidate drops every thread's cached unwind rules; call it
 // after a module is unloaded.
 HIDDEN int cfi_init(void);
-HIDDEN int cfi_capture(uintptr_t *pcs, int max, struct stack_memo *m, uint32_t *known);
+HIDDEN int cfi_capture(uintptr_t *pcs, int max, struct stack_memo *m, uint32_t *known, const void *frame);
 HIDDEN void cfi_forget(void);
-HIDDEN int fp_capture(uintptr_t *pcs, int max);
+HIDDEN int fp_capture(uintptr_t *pcs, int max, const void *frame);
 HIDDEN void unwind_invalidate(void);
 
 #endif

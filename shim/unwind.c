@@ -101,12 +101,12 @@ static __attribute__((noinline)) int libunwind_capture(uintptr_t *pcs, int max) 
 
 // unwind_capture returns the caller's stack, innermost first, starting at
 // the return address into the code that called the hook.
-HIDDEN int unwind_capture(uintptr_t *pcs, int max, struct stack_memo *m, uint32_t *known) {
+HIDDEN int unwind_capture(uintptr_t *pcs, int max, struct stack_memo *m, uint32_t *known, const void *frame) {
 	m->slot = NULL;
 	*known = 0;
 	if (LIKELY(mode == UNWIND_CFI))
-		return cfi_capture(pcs, max, m, known);
+		return cfi_capture(pcs, max, m, known, frame);
 	if (mode == UNWIND_FP)
-		return fp_capture(pcs, max);
+		return fp_capture(pcs, max, frame);
 	return libunwind_capture(pcs, max);
 }
