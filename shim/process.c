@@ -769,6 +769,8 @@ HIDDEN void process_init(void) {
 	}
 	last_scan_ms = mono_ms();
 	leak_active = 1;
+	if (live_enabled)
+		clock_ticker_start();
 	t_guard--;
 }
 

@@ -122,14 +122,18 @@ HIDDEN uint64_t barrier_time(void); // for process records and mappings (record.
 HIDDEN extern uint64_t t_start_ns;
 
 // coarse_units reads the clock event times are made of (record.c, "the
-// clock"). A load, not an instruction the CPU may run early: read after
-// a locked instruction, it is not older than that instruction.
+// clock"): the ticker's latest reading while it ticks, else the coarse
+// clock. Loads, not an instruction the CPU may run early: read after a
+// locked instruction, it is not older than that instruction.
+HIDDEN extern uint64_t clock_tick;
+HIDDEN extern int clock_ticking;
+HIDDEN uint64_t clock_untick(void);
 static inline uint64_t coarse_units(void) {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	uint64_t ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-	return ns > t_start_ns ? (ns - t_start_ns) >> TIME_SHIFT : 0; // it lags the start by up to a tick
+	if (LIKELY(__atomic_load_n(&clock_ticking, __ATOMIC_RELAXED)))
+		return __atomic_load_n(&clock_tick, __ATOMIC_RELAXED);
+	return clock_untick();
 }
+HIDDEN void clock_ticker_start(void);
 HIDDEN void rec_thread_handoff(void);
 HIDDEN void rec_after_fork_child(void);
 HIDDEN void rec_atfork_prepare(void);

@@ -1,6 +1,7 @@
 package shimtest
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -9,29 +10,33 @@ import (
 	"libleak/internal/testutil"
 )
 
-// Event times are made of the coarse clock and a logical count (record.c,
+// Event times are made of a ticking clock and a logical count (record.c,
 // "the clock"): they must still follow real time, in ns.
 func TestEventTimesFollowTheClock(t *testing.T) {
 	bin := testutil.Program(t, "grow_then_free.c")
 	for _, c := range []struct {
 		name, env, warmup string
+		count             int
+		interval          time.Duration
 	}{
 		// A thread's first 4096 events also read the precise clock.
-		{"first events", "LEAK_SCAN=1", "0"},
+		{"first events", "LEAK_SCAN=1", "0", 12, 30 * time.Millisecond},
 		// 10,000 events before the timed ones: those read only the
-		// coarse clock.
-		{"coarse clock", "LEAK_SCAN=1", "5000"},
+		// ticker's clock.
+		{"ticking clock", "LEAK_SCAN=1", "5000", 12, 30 * time.Millisecond},
+		// 150 ms between events: the ticker rests in between, and each
+		// event reads the coarse clock itself.
+		{"ticker at rest", "LEAK_SCAN=1", "5000", 5, 150 * time.Millisecond},
 		// Without the live table events read the precise clock.
-		{"LEAK_SCAN=0", "LEAK_SCAN=0", "5000"},
+		{"LEAK_SCAN=0", "LEAK_SCAN=0", "5000", 12, 30 * time.Millisecond},
 	} {
-		t.Run(c.name, func(t *testing.T) { checkEventTimes(t, bin, c.env, c.warmup) })
+		t.Run(c.name, func(t *testing.T) { checkEventTimes(t, bin, c.env, c.warmup, c.count, c.interval) })
 	}
 }
 
-func checkEventTimes(t *testing.T, bin, env, warmup string) {
-	const count, interval = 12, 30 * time.Millisecond
+func checkEventTimes(t *testing.T, bin, env, warmup string, count int, interval time.Duration) {
 	began := time.Now()
-	r := run(t, true, t.TempDir(), []string{env}, "", bin, "12", "30000", warmup)
+	r := run(t, true, t.TempDir(), []string{env}, "", bin, strconv.Itoa(count), strconv.Itoa(int(interval/time.Microsecond)), warmup)
 	wall := time.Since(began)
 	if r.status != 0 || len(r.traces) != 1 {
 		t.Fatalf("exit %d, traces %v: %s", r.status, r.traces, r.stderr)
@@ -52,7 +57,8 @@ func checkEventTimes(t *testing.T, bin, env, warmup string) {
 	}
 	// Block i is made no earlier than i intervals after block 0 (the
 	// program sleeps to deadlines); the coarse clock may lag the true
-	// time by a tick or two (4 ms ticks here; a lag of 7 ms was seen).
+	// time by a tick or two (4 ms ticks here; a lag of 7 ms was seen),
+	// the ticker's by a late wake-up.
 	const slack = 20 * time.Millisecond
 	for i := 1; i < count; i++ {
 		if times[i] < times[i-1] {
