@@ -68,6 +68,15 @@ static __sighandler_t (*real_signal)(int, __sighandler_t);
 
 static void *next(const char *name) { return dlsym(RTLD_NEXT, name); }
 
+// glibc ends the process when its last thread ends (main calls
+// pthread_exit, then the last other thread returns): it counts the
+// threads in __nptl_nthreads, which libthread_db reads too. Our own
+// threads (the Go runtime's, the clock's ticker) never end, and would keep
+// a finished program alive forever. They are taken off that count once
+// created and put back if one ends, so the program's last thread ends the
+// process as it does untraced. NULL where glibc does not export it.
+static int *nptl_nthreads;
+
 HIDDEN void hooks_init(void) {
 	static int busy;
 	if (real.free || __atomic_exchange_n(&busy, 1, __ATOMIC_ACQ_REL))
@@ -95,6 +104,7 @@ HIDDEN void hooks_init(void) {
 	real__Exit = next("_Exit");
 	real.sigaction = next("sigaction");
 	real_signal = next("signal");
+	nptl_nthreads = dlvsym(RTLD_DEFAULT, "__nptl_nthreads", "GLIBC_PRIVATE");
 	real.execve = next("execve");
 	real_execv = next("execv");
 	real_execvp = next("execvp");
@@ -536,7 +546,10 @@ static void *thread_start(void *p) {
 		}
 		t_guard--;
 	}
-	return s.fn(s.arg);
+	void *rv = s.fn(s.arg);
+	if (s.tracer && nptl_nthreads) // glibc takes this thread off its count next
+		__atomic_fetch_add(nptl_nthreads, 1, __ATOMIC_RELAXED);
+	return rv;
 }
 
 int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *), void *arg) {
@@ -577,6 +590,8 @@ int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *
 		t_guard++;
 		real.free(s);
 		t_guard--;
+	} else if (ours && nptl_nthreads) {
+		__atomic_fetch_sub(nptl_nthreads, 1, __ATOMIC_RELAXED);
 	}
 	return rc;
 }

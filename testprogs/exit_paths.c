@@ -11,6 +11,12 @@
  *   segv            NULL store, with the program's own SIGSEGV handler,
  *                   which prints "marker=sigsegv" and calls _exit(3)
  *   segv_nohandler  NULL store without a handler: dies of SIGSEGV
+ *   pthread_exit    main calls pthread_exit while a second thread sleeps
+ *                   20 ms, prints "marker=last_thread" and returns: the
+ *                   process ends with status 0 when that thread does
+ *   pthread_exit_alone
+ *                   main calls pthread_exit with no other thread: the
+ *                   process ends with status 0
  *
  * Before leaving it prints, and flushes:
  *   path=P leaked_blocks=3 leaked_bytes=666 expect=exit:N|signal:NAME
@@ -70,6 +76,14 @@ static void *exit_from_thread(void *arg)
 	exit(2);
 }
 
+static void *last_thread(void *arg)
+{
+	(void)arg;
+	usleep(20000);
+	say("marker=last_thread\n");
+	return NULL;
+}
+
 __attribute__((noinline)) static void crash(void)
 {
 	volatile int *p = NULL;
@@ -81,7 +95,7 @@ static const struct {
 } paths[] = {
 	{"return", "exit:0"},      {"exit_thread", "exit:2"},    {"_exit", "exit:4"},
 	{"_Exit", "exit:5"},       {"abort", "signal:SIGABRT"}, {"segv", "exit:3"},
-	{"segv_nohandler", "signal:SIGSEGV"},
+	{"segv_nohandler", "signal:SIGSEGV"}, {"pthread_exit", "exit:0"}, {"pthread_exit_alone", "exit:0"},
 };
 
 int main(int argc, char **argv)
@@ -107,6 +121,12 @@ int main(int argc, char **argv)
 		pthread_join(t, NULL); /* never returns: the thread exits the process */
 		say("not reached\n");
 		return 1;
+	} else if (strcmp(path, "pthread_exit") == 0) {
+		pthread_t t;
+		pthread_create(&t, NULL, last_thread, NULL);
+		pthread_exit(NULL);
+	} else if (strcmp(path, "pthread_exit_alone") == 0) {
+		pthread_exit(NULL);
 	} else if (strcmp(path, "_exit") == 0) {
 		_exit(4);
 	} else if (strcmp(path, "_Exit") == 0) {

@@ -288,7 +288,7 @@ type statsT struct {
 
 func TestExitPaths(t *testing.T) {
 	bin := testutil.Program(t, "exit_paths.c")
-	for _, path := range []string{"return", "exit_thread", "_exit", "_Exit", "abort", "segv", "segv_nohandler"} {
+	for _, path := range []string{"return", "exit_thread", "_exit", "_Exit", "abort", "segv", "segv_nohandler", "pthread_exit", "pthread_exit_alone"} {
 		t.Run(path, func(t *testing.T) {
 			r := same(t, t.TempDir(), nil, "", bin, path)
 			if len(r.traces) != 1 {

@@ -5,6 +5,7 @@ package shimtest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"libleak/analyzer/analyze"
 	"libleak/internal/testutil"
@@ -26,9 +28,16 @@ type result struct {
 }
 
 // run runs argv in dir with extra environment; under the shim when traced.
+// runLimit bounds one run of a program in these tests.
+const runLimit = 2 * time.Minute
+
 func run(t *testing.T, traced bool, dir string, env []string, stdin string, argv ...string) result {
 	t.Helper()
-	cmd := exec.Command(argv[0], argv[1:]...)
+	// A program that never ends under the tracer (one of its threads
+	// kept alive) fails here instead of hanging the suite.
+	ctx, cancel := context.WithTimeout(context.Background(), runLimit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	out := t.TempDir()
@@ -41,6 +50,9 @@ func run(t *testing.T, traced bool, dir string, env []string, stdin string, argv
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("%v (traced %v): still running after %v, killed", argv, traced, runLimit)
+	}
 	r := result{stdout: so.String(), stderr: se.String()}
 	var ee *exec.ExitError
 	switch {
