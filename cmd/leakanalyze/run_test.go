@@ -162,7 +162,7 @@ func TestRunLeakyProgram(t *testing.T) {
 		t.Errorf("stdout %q, want the program's own %q", r.stdout, exitPathsStdout)
 	}
 	src := filepath.Join(testutil.Root(), "testprogs", "exit_paths.c")
-	for _, line := range []int{37, 38, 40} {
+	for _, line := range []int{43, 44, 46} {
 		wantLine(t, "report", r.stderr, fmt.Sprintf("      make_leaks  %s:%d", src, line))
 	}
 	wantLine(t, "stderr", r.stderr, "leakanalyze: FAIL: "+exitPathsSites+" of kinds "+gateKinds)
@@ -459,7 +459,7 @@ func TestRunCIOutputs(t *testing.T) {
 	sites := []struct {
 		line  int
 		bytes int
-	}{{40, 333}, {38, 222}, {37, 111}}
+	}{{46, 333}, {44, 222}, {43, 111}}
 
 	// One annotation per site, after the program's own output.
 	lines := strings.Split(strings.TrimSuffix(strings.TrimPrefix(r.stdout, exitPathsStdout), "\n"), "\n")
@@ -611,7 +611,7 @@ func TestRunReportOutput(t *testing.T) {
 		}
 	}
 	sort.Strings(got)
-	if want := []string{"37:[1 111]", "38:[1 222]", "40:[1 333]"}; strings.Join(got, " ") != strings.Join(want, " ") {
+	if want := []string{"43:[1 111]", "44:[1 222]", "46:[1 333]"}; strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("make_leaks samples %v, want %v", got, want)
 	}
 }
