@@ -24,6 +24,7 @@
 HIDDEN struct real_fns real;
 HIDDEN TLS int t_guard;
 HIDDEN TLS int t_tracer;
+HIDDEN TLS int t_busy;
 // Set inside a C++ operator so the malloc it calls is not recorded twice.
 static TLS int t_cxx;
 
@@ -125,8 +126,12 @@ __attribute__((constructor(101))) static void libleak_init(void) {
 // recording tells whether this call should be recorded: not from the
 // tracer itself, and only while tracing is on.
 static inline int recording(void *ra) {
-	return LIKELY(leak_active) && !(t_guard | t_tracer | t_cxx) &&
-	       (uintptr_t)ra - self_text_lo >= self_text_hi - self_text_lo;
+	if (LIKELY(leak_active) && !(t_guard | t_tracer | t_cxx | t_busy) &&
+	    (uintptr_t)ra - self_text_lo >= self_text_hi - self_text_lo)
+		return 1;
+	if (UNLIKELY(t_busy) && leak_active && !(t_guard | t_tracer | t_cxx))
+		rec_reentered(); // a signal handler's call (shim.h, t_busy)
+	return 0;
 }
 
 #define RA __builtin_return_address(0)

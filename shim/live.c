@@ -41,7 +41,10 @@ HIDDEN int live_enabled;
 // the lock it already holds.
 static TLS int t_frozen;
 
+// Locks taken on the program's threads are held with t_busy up (shim.h):
+// a signal handler's allocation there must not wait for them.
 static void regions_lock(void) {
+	t_busy++;
 	if (!t_frozen)
 		pthread_mutex_lock(&regions_mu);
 }
@@ -49,6 +52,7 @@ static void regions_lock(void) {
 static void regions_unlock(void) {
 	if (!t_frozen)
 		pthread_mutex_unlock(&regions_mu);
+	t_busy--;
 }
 
 static inline void spin_lock(int *l) {
@@ -58,6 +62,16 @@ static inline void spin_lock(int *l) {
 }
 
 static inline void spin_unlock(int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE); }
+
+static inline void shard_lock(struct shard *s) {
+	t_busy++;
+	spin_lock(&s->lock);
+}
+
+static inline void shard_unlock(struct shard *s) {
+	spin_unlock(&s->lock);
+	t_busy--;
+}
 
 // home is a block's first slot: the high bits of its address times the
 // golden ratio.
@@ -185,7 +199,7 @@ HIDDEN uint64_t live_add(void *p, size_t size, uint64_t t_min, uintptr_t *own) {
 	}
 	uint64_t key = (uint64_t)(a >> 3), e = lt_pack(a, size);
 	struct shard *s = &shards[shard_index(a)];
-	spin_lock(&s->lock);
+	shard_lock(s);
 	uint64_t t = stamp(s, t_min);
 	if ((s->live + 1) * 2 > s->cap && !grow(s))
 		goto lost;
@@ -202,7 +216,7 @@ HIDDEN uint64_t live_add(void *p, size_t size, uint64_t t_min, uintptr_t *own) {
 				goto lost;
 			}
 			s->tab[j] = e;
-			spin_unlock(&s->lock);
+			shard_unlock(s);
 			return t;
 		}
 	}
@@ -210,10 +224,10 @@ HIDDEN uint64_t live_add(void *p, size_t size, uint64_t t_min, uintptr_t *own) {
 		goto lost;
 	s->tab[j] = e;
 	s->live++;
-	spin_unlock(&s->lock);
+	shard_unlock(s);
 	return t;
 lost:
-	spin_unlock(&s->lock);
+	shard_unlock(s);
 	live_lost++;
 	return t;
 }
@@ -285,10 +299,10 @@ HIDDEN long live_del(void *p, uint64_t t_min, uint64_t *t) {
 		return -1;
 	}
 	struct shard *s = &shards[shard_index(a)];
-	spin_lock(&s->lock);
+	shard_lock(s);
 	*t = stamp(s, t_min);
 	long size = del_locked(s, a);
-	spin_unlock(&s->lock);
+	shard_unlock(s);
 	return size;
 }
 
@@ -334,21 +348,21 @@ HIDDEN void live_free(void *p, uint64_t t_min, uint64_t *t, uintptr_t *pend) {
 	uintptr_t q = __atomic_load_n(pend, __ATOMIC_RELAXED);
 	if (q && shard_index(q) != si) {
 		struct shard *o = &shards[shard_index(q)];
-		spin_lock(&o->lock);
+		shard_lock(o);
 		if (__atomic_load_n(pend, __ATOMIC_RELAXED) == q) { // not taken over meanwhile
 			del_locked(o, q);
 			__atomic_store_n(pend, 0, __ATOMIC_RELAXED);
 		}
-		spin_unlock(&o->lock);
+		shard_unlock(o);
 	}
 	struct shard *s = &shards[si];
-	spin_lock(&s->lock);
+	shard_lock(s);
 	*t = stamp(s, t_min);
 	q = __atomic_load_n(pend, __ATOMIC_RELAXED);
 	if (q)
 		del_locked(s, q);
 	__atomic_store_n(pend, a, __ATOMIC_RELAXED);
-	spin_unlock(&s->lock);
+	shard_unlock(s);
 }
 
 HIDDEN uint64_t live_lost;

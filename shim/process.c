@@ -524,7 +524,7 @@ static int is_crash(int sig) {
 
 static void crash_handler(int sig, siginfo_t *info, void *uc) {
 	int e = errno;
-	if (!t_guard && !t_tracer)
+	if (!t_guard && !t_tracer && !t_busy)
 		finish(END_SIGNAL, sig);
 	errno = e;
 	struct sigaction a = app_act[sig];

@@ -381,6 +381,7 @@ static void forget_stacks(struct tstate *s);
 
 static struct tstate *new_state(void) {
 	struct tstate *s = NULL;
+	t_busy++;
 	pthread_mutex_lock(&pool_mu);
 	for (int i = 0; i < nstates; i++) {
 		if (!states[i]->in_use) {
@@ -412,6 +413,7 @@ static struct tstate *new_state(void) {
 		s->tid = (pid_t)syscall(SYS_gettid);
 	}
 	pthread_mutex_unlock(&pool_mu);
+	t_busy--;
 	return s;
 }
 
@@ -549,6 +551,15 @@ HIDDEN uint64_t rec_time_before(void) {
 	return barrier_time();
 }
 
+// rec_reentered counts an event a signal handler made while it
+// interrupted the tracer on this thread (shim.h, t_busy): not recorded.
+HIDDEN void rec_reentered(void) {
+	struct tstate *s = t_state;
+	if (s)
+		s->dropped++;
+	__atomic_fetch_add(&dropped_total, 1, __ATOMIC_RELAXED);
+}
+
 HIDDEN void rec_cancel(void) {
 	if (t_state)
 		__atomic_store_n(&t_state->pending, 0, __ATOMIC_RELEASE);
@@ -611,7 +622,7 @@ static inline int *errno_ptr(void) {
 	int saved_errno_ = *errno_p_
 
 #define BEGIN_EVENT(size)                                                     \
-	t_guard++;                                                            \
+	t_busy++;                                                             \
 	struct tstate *s = NULL;                                              \
 	uint8_t *p = reserve(&s, (size));                                     \
 	if (UNLIKELY(!p))                                                     \
@@ -622,7 +633,7 @@ static inline int *errno_ptr(void) {
 	out_:                                                                 \
 	if (s)                                                                \
 		__atomic_store_n(&s->pending, 0, __ATOMIC_RELEASE);           \
-	t_guard--;                                                            \
+	t_busy--;                                                             \
 	*errno_p_ = saved_errno_;
 
 static inline uint8_t *put_time(struct tstate *s, uint8_t *p, uint64_t t) {

@@ -77,9 +77,16 @@ HIDDEN extern uintptr_t self_text_lo, self_text_hi;
 HIDDEN extern uintptr_t ldso_text_lo, ldso_text_hi;
 
 // Per-thread flags. guard > 0 while the tracer itself runs on this thread;
-// tracer is set for threads the tracer created (Go's).
+// tracer is set for threads the tracer created (Go's). busy > 0 while the
+// thread holds one of the tracer's locks or writes a record into its
+// buffer: a hook entered then comes from a signal handler that
+// interrupted the tracer (allocating there is not async-signal-safe, but
+// programs do). It must not wait for that lock, held by the code it
+// interrupted, nor write into that buffer: its call goes straight to the
+// allocator and counts as a dropped event (rec_reentered).
 HIDDEN extern TLS int t_guard;
 HIDDEN extern TLS int t_tracer;
+HIDDEN extern TLS int t_busy;
 
 // hooks.c: real functions.
 struct real_fns {
@@ -114,6 +121,7 @@ HIDDEN void rec_free(int op, void *p); // before the allocator's call
 HIDDEN uint64_t rec_time_before(void);
 HIDDEN long rec_release(void *p, uint64_t *t);
 HIDDEN void rec_cancel(void);
+HIDDEN void rec_reentered(void);
 HIDDEN void rec_realloc(int op, void *old, void *p, size_t size, uint64_t t_before, const void *frame);
 HIDDEN void rec_mmap(void *p, size_t len, int prot, int flags);
 HIDDEN void rec_munmap(void *p, size_t len, uint64_t t_before);

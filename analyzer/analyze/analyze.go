@@ -157,7 +157,7 @@ func Add(rep *report.Report, in *Input, o Options) {
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s: truncated after %d events: the process was killed or the file was cut; leaks are what was live at that point", in.Path, in.Stats.Events))
 	}
 	if in.Stats.Dropped > 0 {
-		rep.Warnings = append(rep.Warnings, fmt.Sprintf("pid %d: %d events were dropped under overload; counts may be off by that much", h.Pid, in.Stats.Dropped))
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("pid %d: %d events were dropped (under overload, or made by a signal handler that interrupted the tracer); counts may be off by that much", h.Pid, in.Stats.Dropped))
 	}
 	if in.Stats.ExecPath != "" {
 		// Memory live when exec replaces the image is released with it:

@@ -1,0 +1,63 @@
+package shimtest
+
+import (
+	"fmt"
+	"testing"
+
+	"libleak/analyzer/event"
+	"libleak/analyzer/replay"
+	"libleak/internal/testutil"
+)
+
+// A signal handler that allocates interrupts the tracer while it holds a
+// live-table lock or writes a record: its calls must pass straight to the
+// allocator and be counted as dropped, not wait on that lock forever.
+func TestSignalHandlerAllocates(t *testing.T) {
+	bin := testutil.Program(t, "signal_alloc.c")
+	const iters = 300000
+	dir := t.TempDir()
+	native := run(t, false, dir, nil, "", bin, fmt.Sprint(iters))
+	traced := run(t, true, dir, nil, "", bin, fmt.Sprint(iters))
+	if native.status != 0 || traced.status != native.status || traced.stdout != native.stdout {
+		t.Fatalf("natively exit %d %q, traced exit %d %q (stderr %q)", native.status, native.stdout, traced.status, traced.stdout, traced.stderr)
+	}
+	var handlerRuns uint64
+	if _, err := fmt.Sscanf(traced.stderr, "handler_allocs=%d", &handlerRuns); err != nil {
+		t.Fatalf("stderr %q: %v", traced.stderr, err)
+	}
+	if len(traced.traces) != 1 {
+		t.Fatalf("want 1 trace, got %v", traced.traces)
+	}
+	var loop, handler uint64
+	h := &replayEach{Replay: replay.New()}
+	h.fn = func(e *event.Event) {
+		if e.Kind != event.Alloc || !fromModule(h.Replay, e.Stack, "signal_alloc") {
+			return
+		}
+		switch {
+		case e.Size == 4000:
+			handler++
+		case e.Size >= 16 && e.Size < 216:
+			loop++
+		}
+	}
+	st, err := traceformatDecodeFile(traced.traces[0], h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Truncated {
+		t.Errorf("trace truncated")
+	}
+	// The loop's own calls are never the interrupting ones: all recorded.
+	if loop != iters {
+		t.Errorf("%d loop allocations recorded, want %d", loop, iters)
+	}
+	// A handler run inside the tracer's bookkeeping loses its malloc and
+	// its free together; one outside it is recorded whole.
+	if st.Dropped == 0 || st.Dropped%2 != 0 {
+		t.Errorf("%d events dropped, want an even number above 0 (%d handler runs)", st.Dropped, handlerRuns)
+	}
+	if handler+st.Dropped/2 > handlerRuns {
+		t.Errorf("%d handler allocations recorded and %d dropped, but the handler ran %d times", handler, st.Dropped/2, handlerRuns)
+	}
+}
