@@ -440,6 +440,8 @@ func (d *decoder) process(p []byte) error {
 			d.st.EndTime = d.ns(b.uvarint())
 			d.st.EndReason = int(b.uvarint())
 			d.st.ExitStatus = int(b.svarint())
+			// The run's total: the DROPPED records of thread pieces
+			// written after it are part of it.
 			d.st.Dropped = b.uvarint()
 			d.st.Ended = b.err == nil
 		case recExec:
@@ -794,7 +796,9 @@ func (d *decoder) record(s *slotState, c *cols) error {
 			d.m.add(mop{kind: mopStack, id: id, pcs: append([]uint64(nil), d.pcs...)})
 		}
 	case tag == recDropped:
-		d.st.Dropped += b.uvarint()
+		if n := b.uvarint(); !d.st.Ended {
+			d.st.Dropped += n
+		}
 	case tag > recEvent && tag <= recEvent+uint8(event.OpMremap):
 		e := event.Event{Op: event.Op(tag - recEvent), Tid: s.tid}
 		d.event(s, c, &e)

@@ -139,6 +139,37 @@ func TestDecodeSample(t *testing.T) {
 	}
 }
 
+// The END record's dropped count is the run's total; a thread piece after
+// it in the last frame (its DROPPED record already counted there) does not
+// add to it. Without an end record the DROPPED records are all there is.
+func TestDecodeDroppedAfterEnd(t *testing.T) {
+	end := []byte{recFrame}
+	end = append(end, uv(100)...)
+	end = append(end, recEnd)
+	end = append(end, uv(20, EndExit, 0, 5)...)
+	rec := append([]byte{recReset}, uv(77, 10)...)
+	rec = append(rec, recDropped)
+	rec = append(rec, uv(3)...)
+	thread := piece(1, columns(rec, nil, nil, nil))
+	mark := append([]byte{recFrame}, uv(100)...)
+	for _, c := range []struct {
+		name    string
+		payload []byte
+		want    uint64
+	}{
+		{"end first", append(piece(0, end), thread...), 5},
+		{"no end", append(piece(0, mark), thread...), 3},
+	} {
+		st, err := Decode(bytes.NewReader(append(fileHeader(), frame(c.payload)...)), c.name, &nop{})
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if st.Dropped != c.want {
+			t.Errorf("%s: %d dropped, want %d", c.name, st.Dropped, c.want)
+		}
+	}
+}
+
 // A back-reference must name an allocation the slot has seen.
 func TestDecodeBadBackRef(t *testing.T) {
 	rec := []byte{recReset}
