@@ -576,12 +576,16 @@ struct stack {
 };
 
 // capture unwinds the calling thread's stack from the hook's frame (NULL:
-// the unwinder finds it); its own allocations (the unwinder's) are not
-// the program's.
+// the unwinder finds it). The CFI and frame-pointer walks make no
+// allocator call of their own: one entered meanwhile is a signal
+// handler's, passed through and counted (t_busy). libunwind's own
+// allocations are not the program's (t_guard), but for ld.so's TLS blocks
+// (hooks.c, tracer_tls).
 static inline void capture(struct stack *st, const void *frame) {
-	t_guard++;
+	int *g = UNLIKELY(unwind_allocates) ? &t_guard : &t_busy;
+	(*g)++;
 	st->n = unwind_capture(st->pcs, cfg.depth, &st->memo, &st->known, frame);
-	t_guard--;
+	(*g)--;
 }
 
 // forget_stacks empties a thread's record of the stacks defined in its

@@ -188,6 +188,7 @@ struct stack_memo {
 HIDDEN void unwind_init(void);
 HIDDEN int unwind_capture(uintptr_t *pcs, int max, struct stack_memo *m, uint32_t *known, const void *frame);
 HIDDEN void unwind_forget(void);
+HIDDEN extern int unwind_allocates; // libunwind allocates; the CFI and frame-pointer walks never do
 HIDDEN const char *unwind_name(void);
 
 // modules.c

@@ -26,6 +26,7 @@
 enum { UNWIND_CFI, UNWIND_LIBUNWIND, UNWIND_FP };
 
 static int mode = UNWIND_FP;
+HIDDEN int unwind_allocates; // the walk calls the allocator itself (libunwind)
 static int (*unw_backtrace_fn)(void **, int);
 static const char *name = "none";
 
@@ -66,6 +67,7 @@ HIDDEN void unwind_init(void) {
 			  "in code built without them (apt-get install libunwind8)");
 	}
 	name = mode == UNWIND_CFI ? "cfi" : mode == UNWIND_LIBUNWIND ? "libunwind" : "fp";
+	unwind_allocates = mode == UNWIND_LIBUNWIND;
 }
 
 HIDDEN const char *unwind_name(void) { return name; }
