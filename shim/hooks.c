@@ -22,11 +22,7 @@
 #include "live.h"
 
 HIDDEN struct real_fns real;
-HIDDEN TLS int t_guard;
-HIDDEN TLS int t_tracer;
-HIDDEN TLS int t_busy;
-// Set inside a C++ operator so the malloc it calls is not recorded twice.
-static TLS int t_cxx;
+HIDDEN TLS union thread_flags t_flags;
 
 // dlsym can allocate before the real allocator is known (a failed lookup
 // always does): serve those requests from a static arena whose blocks
@@ -126,7 +122,7 @@ __attribute__((constructor(101))) static void libleak_init(void) {
 // recording tells whether this call should be recorded: not from the
 // tracer itself, and only while tracing is on.
 static inline int recording(void *ra) {
-	if (LIKELY(leak_active) && !(t_guard | t_tracer | t_cxx | t_busy) &&
+	if (LIKELY(leak_active) && !t_flags.any &&
 	    (uintptr_t)ra - self_text_lo >= self_text_hi - self_text_lo)
 		return 1;
 	if (UNLIKELY(t_busy) && leak_active && !(t_guard | t_tracer | t_cxx))

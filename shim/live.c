@@ -63,15 +63,10 @@ static inline void spin_lock(int *l) {
 
 static inline void spin_unlock(int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE); }
 
-static inline void shard_lock(struct shard *s) {
-	t_busy++;
-	spin_lock(&s->lock);
-}
-
-static inline void shard_unlock(struct shard *s) {
-	spin_unlock(&s->lock);
-	t_busy--;
-}
+// Shard locks are taken inside an event's bookkeeping, with t_busy up
+// already (record.c, SAVE_ERRNO).
+static inline void shard_lock(struct shard *s) { spin_lock(&s->lock); }
+static inline void shard_unlock(struct shard *s) { spin_unlock(&s->lock); }
 
 // home is a block's first slot: the high bits of its address times the
 // golden ratio.

@@ -534,8 +534,12 @@ static inline struct tstate *announce(void) {
 // time.
 HIDDEN long rec_release(void *p, uint64_t *t) {
 	struct tstate *s = announce();
-	if (p && live_enabled)
-		return live_del(p, clock_min(s), t);
+	if (p && live_enabled) {
+		t_busy++; // the shard lock (shim.h, t_busy)
+		long size = live_del(p, clock_min(s), t);
+		t_busy--;
+		return size;
+	}
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	*t = event_time();
 	return -1;
@@ -582,10 +586,11 @@ struct stack {
 // allocations are not the program's (t_guard), but for ld.so's TLS blocks
 // (hooks.c, tracer_tls).
 static inline void capture(struct stack *st, const void *frame) {
-	int *g = UNLIKELY(unwind_allocates) ? &t_guard : &t_busy;
-	(*g)++;
+	if (UNLIKELY(unwind_allocates))
+		t_guard++;
 	st->n = unwind_capture(st->pcs, cfg.depth, &st->memo, &st->known, frame);
-	(*g)--;
+	if (UNLIKELY(unwind_allocates))
+		t_guard--;
 }
 
 // forget_stacks empties a thread's record of the stacks defined in its
@@ -611,7 +616,9 @@ static inline uint8_t *put_captured(struct tstate *s, uint8_t *p, struct stack *
 // An event's bookkeeping (the live table, the unwinder, a new buffer)
 // must not change the program's errno: SAVE_ERRNO first thing, and
 // END_EVENT puts it back. The thread's errno is found once and kept in
-// our own TLS: a load instead of a call into libc per event.
+// our own TLS: a load instead of a call into libc per event. In between
+// the thread is busy (shim.h, t_busy): its stack walk, live-table locks
+// and record are not for a signal handler to enter.
 static TLS int *t_errno;
 
 static inline int *errno_ptr(void) {
@@ -623,10 +630,10 @@ static inline int *errno_ptr(void) {
 
 #define SAVE_ERRNO()                                                          \
 	int *errno_p_ = errno_ptr();                                          \
-	int saved_errno_ = *errno_p_
+	int saved_errno_ = *errno_p_;                                         \
+	t_busy++
 
 #define BEGIN_EVENT(size)                                                     \
-	t_busy++;                                                             \
 	struct tstate *s = NULL;                                              \
 	uint8_t *p = reserve(&s, (size));                                     \
 	if (UNLIKELY(!p))                                                     \
@@ -703,6 +710,7 @@ HIDDEN void rec_free(int op, void *ptr) {
 		size = rec_release(ptr, &t);
 	if (UNLIKELY(size < 0 && op == OP_FREE && live_enabled && in_freeres)) {
 		rec_cancel();
+		t_busy--;
 		*errno_p_ = saved_errno_;
 		return;
 	}

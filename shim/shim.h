@@ -76,17 +76,28 @@ HIDDEN extern int leak_c_writer; // 1 after fork: C writes raw frames itself
 HIDDEN extern uintptr_t self_text_lo, self_text_hi;
 HIDDEN extern uintptr_t ldso_text_lo, ldso_text_hi;
 
-// Per-thread flags. guard > 0 while the tracer itself runs on this thread;
-// tracer is set for threads the tracer created (Go's). busy > 0 while the
-// thread holds one of the tracer's locks or writes a record into its
-// buffer: a hook entered then comes from a signal handler that
+// Per-thread flags, one byte each in one word: a hook tests them all with
+// one load. guard > 0 while the tracer itself runs on this thread; tracer
+// is set for threads the tracer created (Go's); cxx inside a C++ operator,
+// whose malloc is not recorded again (hooks.c). busy > 0 while the thread
+// holds one of the tracer's locks, walks a stack or writes a record into
+// its buffer: a hook entered then comes from a signal handler that
 // interrupted the tracer (allocating there is not async-signal-safe, but
 // programs do). It must not wait for that lock, held by the code it
 // interrupted, nor write into that buffer: its call goes straight to the
-// allocator and counts as a dropped event (rec_reentered).
-HIDDEN extern TLS int t_guard;
-HIDDEN extern TLS int t_tracer;
-HIDDEN extern TLS int t_busy;
+// allocator and counts as a dropped event (rec_reentered). guard and busy
+// nest a few levels at most.
+union thread_flags {
+	struct {
+		uint8_t guard, tracer, cxx, busy;
+	} f;
+	uint32_t any;
+};
+HIDDEN extern TLS union thread_flags t_flags;
+#define t_guard t_flags.f.guard
+#define t_tracer t_flags.f.tracer
+#define t_cxx t_flags.f.cxx
+#define t_busy t_flags.f.busy
 
 // hooks.c: real functions.
 struct real_fns {

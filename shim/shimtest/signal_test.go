@@ -35,7 +35,7 @@ func TestSignalHandlerAllocates(t *testing.T) {
 			return
 		}
 		switch {
-		case e.Size == 4000:
+		case e.Size == 1000:
 			handler++
 		case e.Size >= 16 && e.Size < 216:
 			loop++
