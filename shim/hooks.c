@@ -7,12 +7,15 @@
 // the tracer works on a thread, t_tracer marks threads the tracer created,
 // and calls whose return address lies in our own text are passed through.
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -73,6 +76,58 @@ static void *next(const char *name) { return dlsym(RTLD_NEXT, name); }
 // created and put back if one ends, so the program's last thread ends the
 // process as it does untraced. NULL where glibc does not export it.
 static int *nptl_nthreads;
+
+// Our count lags glibc's while one of our threads is being created: the
+// program's last thread can end in between, see one still there, and not
+// end the process. Taking our thread off then leaves none: program_gone
+// is set, and the ticker ends the process (record.c), once no thread of
+// the program is left running: the same count also reaches zero when the
+// last thread is calling exit itself, still running its exit handlers.
+static int program_gone;
+#define MAX_TRACER_TIDS 256
+static pid_t tracer_tids[MAX_TRACER_TIDS];
+static int ntracer_tids;
+
+static int is_tracer_tid(pid_t tid) {
+	int n = __atomic_load_n(&ntracer_tids, __ATOMIC_ACQUIRE);
+	for (int i = 0; i < n && i < MAX_TRACER_TIDS; i++)
+		if (__atomic_load_n(&tracer_tids[i], __ATOMIC_RELAXED) == tid)
+			return 1;
+	return 0;
+}
+
+// running_state tells whether /proc says thread tid runs (not a zombie,
+// not gone).
+static int running_state(pid_t tid) {
+	char path[64], buf[256];
+	snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+	int f = open(path, O_RDONLY | O_CLOEXEC);
+	if (f < 0)
+		return 0;
+	ssize_t n = read(f, buf, sizeof buf - 1);
+	close(f);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	char *p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+HIDDEN int program_threads_gone(void) {
+	if (!__atomic_load_n(&program_gone, __ATOMIC_ACQUIRE))
+		return 0;
+	DIR *d = opendir("/proc/self/task");
+	if (!d)
+		return 0;
+	int alive = 0;
+	for (struct dirent *e; !alive && (e = readdir(d)) != NULL;) {
+		pid_t tid = (pid_t)atoi(e->d_name);
+		if (tid > 0 && !is_tracer_tid(tid) && running_state(tid))
+			alive = 1;
+	}
+	closedir(d);
+	return !alive;
+}
 
 HIDDEN void hooks_init(void) {
 	static int busy;
@@ -523,6 +578,9 @@ static void *thread_start(void *p) {
 	t_guard--;
 	if (s.tracer) {
 		t_tracer = 1;
+		int i = __atomic_fetch_add(&ntracer_tids, 1, __ATOMIC_ACQ_REL);
+		if (i < MAX_TRACER_TIDS)
+			__atomic_store_n(&tracer_tids[i], (pid_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
 		// The writer runs scans on this stack: never a root. Not only
 		// with the live table on: the Go runtime starts its first threads
 		// before the settings are read.
@@ -591,8 +649,8 @@ int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *
 		t_guard++;
 		real.free(s);
 		t_guard--;
-	} else if (ours && nptl_nthreads) {
-		__atomic_fetch_sub(nptl_nthreads, 1, __ATOMIC_RELAXED);
+	} else if (ours && nptl_nthreads && __atomic_sub_fetch(nptl_nthreads, 1, __ATOMIC_ACQ_REL) == 0) {
+		__atomic_store_n(&program_gone, 1, __ATOMIC_RELEASE);
 	}
 	return rc;
 }

@@ -769,8 +769,7 @@ HIDDEN void process_init(void) {
 	}
 	last_scan_ms = mono_ms();
 	leak_active = 1;
-	if (live_enabled)
-		clock_ticker_start();
+	clock_ticker_start();
 	t_guard--;
 }
 

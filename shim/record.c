@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -220,15 +221,21 @@ static uint64_t activity(void) {
 	return a;
 }
 
+// The ticker also ends the process when the program's last thread ended
+// without doing so, as one of our threads was being created (hooks.c,
+// program_threads_gone): with exit(0), as glibc would have. Without the
+// live table it only does that, at the resting pace.
 static void *ticker(void *arg) {
 	(void)arg;
 	uint64_t seen = activity();
 	int quiet = 0;
 	for (;;) {
+		if (UNLIKELY(program_threads_gone()))
+			exit(0);
 		uint64_t a = activity();
 		quiet = a != seen ? 0 : quiet < QUIET_TICKS ? quiet + 1 : quiet;
 		seen = a;
-		int on = quiet < QUIET_TICKS;
+		int on = live_enabled && quiet < QUIET_TICKS;
 		if (on) {
 			raise_tick(precise_units());
 			__atomic_store_n(&clock_ticking, 1, __ATOMIC_RELAXED);
@@ -243,6 +250,7 @@ static void *ticker(void *arg) {
 
 // clock_ticker_start starts the ticker: a thread of ours (the
 // pthread_create hook marks it so), with the program's signals blocked.
+// It runs with or without the live table.
 HIDDEN void clock_ticker_start(void) {
 	pthread_t th;
 	if (pthread_create(&th, NULL, ticker, NULL) == 0)

@@ -118,6 +118,7 @@ struct real_fns {
 };
 HIDDEN extern struct real_fns real;
 HIDDEN void hooks_init(void);
+HIDDEN int program_threads_gone(void);
 
 // record.c
 // frame is the hook's frame (its __builtin_frame_address), where the
