@@ -563,8 +563,111 @@ static void install_crash(int sig, const struct sigaction *like) {
 	real.sigaction(sig, &ours, NULL);
 }
 
+// ---- routed signals ---------------------------------------------------------------------
+// The Go runtime unblocks SIGCHLD and SIGPROF on every thread it starts
+// (they are "never blocked" in its signal table). When the program's own
+// threads all block one of them (block SIGCHLD, check the children, then
+// sigsuspend: timeout, shells, daemons), the kernel hands it to a Go
+// thread instead of leaving it pending: the program's handler runs there,
+// and the sigsuspend or sigwait waiting for it never returns. So the
+// handler the kernel calls for these two is ours. On one of our threads it
+// sends the signal on to the program's main thread (a live one, if main
+// has exited), where it stays pending while blocked, as it would have for
+// the process; on a program thread it does what the program asked. A
+// signal sent on arrives with the sender's siginfo (the kernel allows
+// no other), so the original is kept and handed to the program's handler.
+
+static const int routed_sigs[] = {SIGCHLD, SIGPROF};
+static siginfo_t routed_info[65];
+static int routed_info_set[65];
+
+static int is_routed(int sig) { return sig == SIGCHLD || sig == SIGPROF; }
+
+// thread_runs tells whether /proc shows thread tid of this process alive
+// and not a zombie. Only async-signal-safe calls.
+static int thread_runs(pid_t tid) {
+	char path[48] = "/proc/self/task/", num[16], buf[256];
+	int k = 0;
+	for (unsigned v = (unsigned)tid; v; v /= 10)
+		num[k++] = (char)('0' + v % 10);
+	size_t l = strlen(path);
+	while (k > 0)
+		path[l++] = num[--k];
+	memcpy(path + l, "/stat", 6);
+	int f = open(path, O_RDONLY | O_CLOEXEC);
+	if (f < 0)
+		return 0;
+	ssize_t n = read(f, buf, sizeof buf - 1);
+	close(f);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	char *p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+static void send_on(int sig, siginfo_t *info) {
+	pid_t pid = getpid(), to = pid;
+	if (!thread_runs(pid)) {
+		to = 0;
+		for (int i = 0; i < nthreads_known && !to; i++)
+			if (thread_runs(threads_known[i].tid))
+				to = threads_known[i].tid;
+	}
+	if (!to)
+		return; // no thread of the program left to take it
+	routed_info[sig] = *info;
+	__atomic_store_n(&routed_info_set[sig], 1, __ATOMIC_RELEASE);
+	syscall(SYS_tgkill, pid, to, sig);
+}
+
+static void routed_handler(int sig, siginfo_t *info, void *uc) {
+	if (t_tracer) {
+		int e = errno;
+		send_on(sig, info);
+		errno = e;
+		return;
+	}
+	if (info && info->si_code == SI_TKILL && info->si_pid == getpid() &&
+	    __atomic_exchange_n(&routed_info_set[sig], 0, __ATOMIC_ACQ_REL))
+		info = &routed_info[sig];
+	struct sigaction a = app_act[sig];
+	if (a.sa_flags & SA_RESETHAND) {
+		memset(&app_act[sig], 0, sizeof app_act[sig]);
+		app_act[sig].sa_handler = SIG_DFL;
+	}
+	if ((a.sa_flags & SA_SIGINFO) && a.sa_sigaction) {
+		a.sa_sigaction(sig, info, uc);
+	} else if (a.sa_handler == SIG_DFL) {
+		if (sig == SIGPROF) { // its default ends the process
+			struct sigaction dfl;
+			memset(&dfl, 0, sizeof dfl);
+			dfl.sa_handler = SIG_DFL;
+			real.sigaction(sig, &dfl, NULL);
+			raise(sig);
+		}
+	} else if (a.sa_handler != SIG_IGN) {
+		a.sa_handler(sig);
+	}
+}
+
+// install_routed puts the program's action for a routed signal in place:
+// ignoring stays the kernel's (SIGCHLD's then reaps children), anything
+// else runs through routed_handler with the program's flags and mask.
+static void install_routed(int sig) {
+	struct sigaction a = app_act[sig];
+	if (!(a.sa_flags & SA_SIGINFO) && a.sa_handler == SIG_IGN) {
+		real.sigaction(sig, &a, NULL);
+		return;
+	}
+	struct sigaction ours = a;
+	ours.sa_sigaction = routed_handler;
+	ours.sa_flags = (a.sa_flags | SA_SIGINFO) & ~SA_RESETHAND;
+	real.sigaction(sig, &ours, NULL);
+}
+
 HIDDEN int crash_sigaction(int sig, const struct sigaction *act, struct sigaction *old, int *handled) {
-	if (!crash_installed || !is_crash(sig) || !leak_active) {
+	if (!crash_installed || !(is_crash(sig) || is_routed(sig)) || !leak_active) {
 		*handled = 0;
 		return 0;
 	}
@@ -573,7 +676,9 @@ HIDDEN int crash_sigaction(int sig, const struct sigaction *act, struct sigactio
 		*old = app_act[sig];
 	if (act) {
 		app_act[sig] = *act;
-		if (act->sa_handler == SIG_DFL && !(act->sa_flags & SA_SIGINFO))
+		if (is_routed(sig))
+			install_routed(sig);
+		else if (act->sa_handler == SIG_DFL && !(act->sa_flags & SA_SIGINFO))
 			install_crash(sig, NULL);
 		else
 			install_crash(sig, act);
@@ -595,6 +700,11 @@ HIDDEN void process_crash_handlers(void) {
 			continue;
 		app_act[sig] = cur;
 		install_crash(sig, NULL);
+	}
+	for (unsigned i = 0; i < sizeof routed_sigs / sizeof routed_sigs[0]; i++) {
+		int sig = routed_sigs[i];
+		if (real.sigaction(sig, NULL, &app_act[sig]) == 0)
+			install_routed(sig);
 	}
 	crash_installed = 1;
 }

@@ -61,3 +61,14 @@ func TestSignalHandlerAllocates(t *testing.T) {
 		t.Errorf("%d handler allocations recorded and %d dropped, but the handler ran %d times", handler, st.Dropped/2, handlerRuns)
 	}
 }
+
+// The Go runtime's threads never block SIGCHLD: a SIGCHLD the program's
+// threads all block must still stay pending for the program, not run its
+// handler on one of ours and leave its sigsuspend waiting.
+func TestSigchldStaysWithTheProgram(t *testing.T) {
+	bin := testutil.Program(t, "sigchld_wait.c")
+	r := same(t, t.TempDir(), nil, "", bin)
+	if r.stdout != "suspend=ok siginfo=ok sigwait=ok\n" || r.status != 0 {
+		t.Errorf("exit %d, stdout %q", r.status, r.stdout)
+	}
+}
