@@ -9,13 +9,11 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <dlfcn.h>
-#include <fcntl.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -96,23 +94,6 @@ static int is_tracer_tid(pid_t tid) {
 	return 0;
 }
 
-// running_state tells whether /proc says thread tid runs (not a zombie,
-// not gone).
-static int running_state(pid_t tid) {
-	char path[64], buf[256];
-	snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
-	int f = open(path, O_RDONLY | O_CLOEXEC);
-	if (f < 0)
-		return 0;
-	ssize_t n = read(f, buf, sizeof buf - 1);
-	close(f);
-	if (n <= 0)
-		return 0;
-	buf[n] = 0;
-	char *p = strrchr(buf, ')');
-	return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
-}
-
 HIDDEN int program_threads_gone(void) {
 	if (!__atomic_load_n(&program_gone, __ATOMIC_ACQUIRE))
 		return 0;
@@ -122,7 +103,7 @@ HIDDEN int program_threads_gone(void) {
 	int alive = 0;
 	for (struct dirent *e; !alive && (e = readdir(d)) != NULL;) {
 		pid_t tid = (pid_t)atoi(e->d_name);
-		if (tid > 0 && !is_tracer_tid(tid) && running_state(tid))
+		if (tid > 0 && !is_tracer_tid(tid) && thread_runs(tid))
 			alive = 1;
 	}
 	closedir(d);

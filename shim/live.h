@@ -58,6 +58,8 @@ HIDDEN void tracer_region_del(void *p, size_t len);
 HIDDEN void live_thread_start(uintptr_t lo, uintptr_t hi, uintptr_t tp);
 HIDDEN int live_other_threads(void);
 HIDDEN void live_after_fork(void);
+HIDDEN size_t read_task_file(pid_t tid, const char *name, char *buf, size_t cap);
+HIDDEN int thread_runs(pid_t tid);
 HIDDEN void *live_map(size_t n);
 HIDDEN void live_unmap(void *p, size_t n);
 

@@ -522,16 +522,23 @@ static int is_crash(int sig) {
 	return 0;
 }
 
-static void crash_handler(int sig, siginfo_t *info, void *uc) {
-	int e = errno;
-	if (!t_guard && !t_tracer && !t_busy)
-		finish(END_SIGNAL, sig);
-	errno = e;
+// app_action gives the program's action for sig, for its handler's run
+// now; a one-shot action (SA_RESETHAND) is the default from then on.
+static struct sigaction app_action(int sig) {
 	struct sigaction a = app_act[sig];
 	if (a.sa_flags & SA_RESETHAND) {
 		memset(&app_act[sig], 0, sizeof app_act[sig]);
 		app_act[sig].sa_handler = SIG_DFL;
 	}
+	return a;
+}
+
+static void crash_handler(int sig, siginfo_t *info, void *uc) {
+	int e = errno;
+	if (!t_guard && !t_tracer && !t_busy)
+		finish(END_SIGNAL, sig);
+	errno = e;
+	struct sigaction a = app_action(sig);
 	if ((a.sa_flags & SA_SIGINFO) && a.sa_sigaction) {
 		a.sa_sigaction(sig, info, uc);
 		return;
@@ -583,29 +590,6 @@ static int routed_info_set[65];
 
 static int is_routed(int sig) { return sig == SIGCHLD || sig == SIGPROF; }
 
-// thread_runs tells whether /proc shows thread tid of this process alive
-// and not a zombie. Only async-signal-safe calls.
-static int thread_runs(pid_t tid) {
-	char path[48] = "/proc/self/task/", num[16], buf[256];
-	int k = 0;
-	for (unsigned v = (unsigned)tid; v; v /= 10)
-		num[k++] = (char)('0' + v % 10);
-	size_t l = strlen(path);
-	while (k > 0)
-		path[l++] = num[--k];
-	memcpy(path + l, "/stat", 6);
-	int f = open(path, O_RDONLY | O_CLOEXEC);
-	if (f < 0)
-		return 0;
-	ssize_t n = read(f, buf, sizeof buf - 1);
-	close(f);
-	if (n <= 0)
-		return 0;
-	buf[n] = 0;
-	char *p = strrchr(buf, ')');
-	return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
-}
-
 static void send_on(int sig, siginfo_t *info) {
 	pid_t pid = getpid(), to = pid;
 	if (!thread_runs(pid)) {
@@ -631,11 +615,7 @@ static void routed_handler(int sig, siginfo_t *info, void *uc) {
 	if (info && info->si_code == SI_TKILL && info->si_pid == getpid() &&
 	    __atomic_exchange_n(&routed_info_set[sig], 0, __ATOMIC_ACQ_REL))
 		info = &routed_info[sig];
-	struct sigaction a = app_act[sig];
-	if (a.sa_flags & SA_RESETHAND) {
-		memset(&app_act[sig], 0, sizeof app_act[sig]);
-		app_act[sig].sa_handler = SIG_DFL;
-	}
+	struct sigaction a = app_action(sig);
 	if ((a.sa_flags & SA_SIGINFO) && a.sa_sigaction) {
 		a.sa_sigaction(sig, info, uc);
 	} else if (a.sa_handler == SIG_DFL) {

@@ -641,11 +641,11 @@ static int next_mapping(int fd, char *buf, size_t cap, size_t *len, size_t *pos,
 
 static int thread_alive(pid_t tid) { return syscall(SYS_tgkill, leak_pid, tid, 0) == 0; }
 
-// task_sp returns the stack pointer of a thread blocked in a system call
-// (the seventh number of /proc/self/task/TID/syscall), or 0 when it runs.
-// Only the live part of its stack is a root then, as valgrind scans it.
-static uintptr_t task_sp(pid_t tid) {
-	char path[64], buf[256];
+// read_task_file reads /proc/self/task/TID/NAME into buf (cap bytes, NUL
+// terminated) and returns its length, or 0. Only async-signal-safe calls:
+// signal handlers use it too.
+HIDDEN size_t read_task_file(pid_t tid, const char *name, char *buf, size_t cap) {
+	char path[96];
 	int n = 0;
 	const char *pre = "/proc/self/task/";
 	for (; pre[n]; n++)
@@ -656,18 +656,38 @@ static uintptr_t task_sp(pid_t tid) {
 		digits[d++] = (char)('0' + t % 10);
 	while (d)
 		path[n++] = digits[--d];
-	const char *suf = "/syscall";
-	for (int i = 0; suf[i]; i++)
-		path[n++] = suf[i];
+	path[n++] = '/';
+	for (int i = 0; name[i] && n < (int)sizeof path - 1; i++)
+		path[n++] = name[i];
 	path[n] = 0;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return 0;
-	ssize_t r = read(fd, buf, sizeof buf - 1);
+	ssize_t r = read(fd, buf, cap - 1);
 	close(fd);
 	if (r <= 0)
 		return 0;
 	buf[r] = 0;
+	return (size_t)r;
+}
+
+// thread_runs tells whether thread tid of this process is alive and not
+// a zombie (its state in /proc).
+HIDDEN int thread_runs(pid_t tid) {
+	char buf[256];
+	if (!read_task_file(tid, "stat", buf, sizeof buf))
+		return 0;
+	char *p = strrchr(buf, ')');
+	return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+// task_sp returns the stack pointer of a thread blocked in a system call
+// (the seventh number of /proc/self/task/TID/syscall), or 0 when it runs.
+// Only the live part of its stack is a root then, as valgrind scans it.
+static uintptr_t task_sp(pid_t tid) {
+	char buf[256];
+	if (!read_task_file(tid, "syscall", buf, sizeof buf))
+		return 0;
 	char *p = buf;
 	for (int field = 0; field < 7 && *p; field++) {
 		while (*p && *p != ' ')
