@@ -6,6 +6,8 @@
 // heap maps, the unwinder's and dlsym's allocations): t_guard is held while
 // the tracer works on a thread, t_tracer marks threads the tracer created,
 // and calls whose return address lies in our own text are passed through.
+// A call made while t_busy is up comes from a signal handler that
+// interrupted an event's bookkeeping: passed through and counted (shim.h).
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <dlfcn.h>
@@ -737,15 +739,16 @@ int execle(const char *path, const char *arg, ...) {
 
 // ---- signals ----------------------------------------------------------------------
 // sigaction and signal are hooked only for the crash signals, where the
-// tracer keeps its own handler first and chains to the program's (see
-// process.c). All other signals go straight through.
-HIDDEN int crash_sigaction(int sig, const struct sigaction *act, struct sigaction *old, int *handled);
+// tracer keeps its own handler first and chains to the program's, and for
+// SIGCHLD and SIGPROF, which it passes on from its own threads to the
+// program's (process.c). All other signals go straight through.
+HIDDEN int app_sigaction(int sig, const struct sigaction *act, struct sigaction *old, int *handled);
 
 int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
 	if (UNLIKELY(!real.sigaction))
 		hooks_init();
 	int handled = 0;
-	int rc = crash_sigaction(sig, act, old, &handled);
+	int rc = app_sigaction(sig, act, old, &handled);
 	if (handled)
 		return rc;
 	return real.sigaction(sig, act, old);
@@ -759,7 +762,7 @@ __sighandler_t signal(int sig, __sighandler_t h) {
 	memset(&act, 0, sizeof act);
 	act.sa_handler = h;
 	act.sa_flags = SA_RESTART;
-	int rc = crash_sigaction(sig, &act, &old, &handled);
+	int rc = app_sigaction(sig, &act, &old, &handled);
 	if (handled)
 		return rc == 0 ? old.sa_handler : SIG_ERR;
 	return real_signal(sig, h);

@@ -4,7 +4,9 @@
 // address) and the stacks of the threads the program created.
 //
 // Shards keep threads from contending; a shard's lock is held only for a
-// probe, never while unwinding or writing the trace.
+// probe, never while unwinding or writing the trace; on the program's
+// threads only inside an event's bookkeeping, with t_busy up (record.c,
+// SAVE_ERRNO), or the scan's freeze.
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <string.h>
@@ -63,10 +65,6 @@ static inline void spin_lock(int *l) {
 
 static inline void spin_unlock(int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE); }
 
-// Shard locks are taken inside an event's bookkeeping, with t_busy up
-// already (record.c, SAVE_ERRNO).
-static inline void shard_lock(struct shard *s) { spin_lock(&s->lock); }
-static inline void shard_unlock(struct shard *s) { spin_unlock(&s->lock); }
 
 // home is a block's first slot: the high bits of its address times the
 // golden ratio.
@@ -194,7 +192,7 @@ HIDDEN uint64_t live_add(void *p, size_t size, uint64_t t_min, uintptr_t *own) {
 	}
 	uint64_t key = (uint64_t)(a >> 3), e = lt_pack(a, size);
 	struct shard *s = &shards[shard_index(a)];
-	shard_lock(s);
+	spin_lock(&s->lock);
 	uint64_t t = stamp(s, t_min);
 	if ((s->live + 1) * 2 > s->cap && !grow(s))
 		goto lost;
@@ -211,7 +209,7 @@ HIDDEN uint64_t live_add(void *p, size_t size, uint64_t t_min, uintptr_t *own) {
 				goto lost;
 			}
 			s->tab[j] = e;
-			shard_unlock(s);
+			spin_unlock(&s->lock);
 			return t;
 		}
 	}
@@ -219,10 +217,10 @@ HIDDEN uint64_t live_add(void *p, size_t size, uint64_t t_min, uintptr_t *own) {
 		goto lost;
 	s->tab[j] = e;
 	s->live++;
-	shard_unlock(s);
+	spin_unlock(&s->lock);
 	return t;
 lost:
-	shard_unlock(s);
+	spin_unlock(&s->lock);
 	live_lost++;
 	return t;
 }
@@ -294,10 +292,10 @@ HIDDEN long live_del(void *p, uint64_t t_min, uint64_t *t) {
 		return -1;
 	}
 	struct shard *s = &shards[shard_index(a)];
-	shard_lock(s);
+	spin_lock(&s->lock);
 	*t = stamp(s, t_min);
 	long size = del_locked(s, a);
-	shard_unlock(s);
+	spin_unlock(&s->lock);
 	return size;
 }
 
@@ -343,21 +341,21 @@ HIDDEN void live_free(void *p, uint64_t t_min, uint64_t *t, uintptr_t *pend) {
 	uintptr_t q = __atomic_load_n(pend, __ATOMIC_RELAXED);
 	if (q && shard_index(q) != si) {
 		struct shard *o = &shards[shard_index(q)];
-		shard_lock(o);
+		spin_lock(&o->lock);
 		if (__atomic_load_n(pend, __ATOMIC_RELAXED) == q) { // not taken over meanwhile
 			del_locked(o, q);
 			__atomic_store_n(pend, 0, __ATOMIC_RELAXED);
 		}
-		shard_unlock(o);
+		spin_unlock(&o->lock);
 	}
 	struct shard *s = &shards[si];
-	shard_lock(s);
+	spin_lock(&s->lock);
 	*t = stamp(s, t_min);
 	q = __atomic_load_n(pend, __ATOMIC_RELAXED);
 	if (q)
 		del_locked(s, q);
 	__atomic_store_n(pend, a, __ATOMIC_RELAXED);
-	shard_unlock(s);
+	spin_unlock(&s->lock);
 }
 
 HIDDEN uint64_t live_lost;

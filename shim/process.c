@@ -588,7 +588,12 @@ static const int routed_sigs[] = {SIGCHLD, SIGPROF};
 static siginfo_t routed_info[65];
 static int routed_info_set[65];
 
-static int is_routed(int sig) { return sig == SIGCHLD || sig == SIGPROF; }
+static int is_routed(int sig) {
+	for (unsigned i = 0; i < sizeof routed_sigs / sizeof routed_sigs[0]; i++)
+		if (routed_sigs[i] == sig)
+			return 1;
+	return 0;
+}
 
 static void send_on(int sig, siginfo_t *info) {
 	pid_t pid = getpid(), to = pid;
@@ -646,7 +651,9 @@ static void install_routed(int sig) {
 	real.sigaction(sig, &ours, NULL);
 }
 
-HIDDEN int crash_sigaction(int sig, const struct sigaction *act, struct sigaction *old, int *handled) {
+// app_sigaction takes the program's sigaction for a crash or routed
+// signal: it keeps the program's action and installs ours in its place.
+HIDDEN int app_sigaction(int sig, const struct sigaction *act, struct sigaction *old, int *handled) {
 	if (!crash_installed || !(is_crash(sig) || is_routed(sig)) || !leak_active) {
 		*handled = 0;
 		return 0;

@@ -704,9 +704,10 @@ HIDDEN void rec_alloc(int op, void *ptr, size_t size, const void *frame) {
 // rec_free records a heap block's release (free, delete) whole before
 // the allocator is called: its time, its removal from the live table
 // (deferred to the thread's next free: live_free) and its record. The
-// record is committed before the block can be handed out again. A free of a block glibc or libstdc++ made before the tracer
-// started, during their exit-time release (in_freeres), is not the
-// program's, nor an invalid free: it is not recorded.
+// record is committed before the block can be handed out again. A free
+// of a block glibc or libstdc++ made before the tracer started, during
+// their exit-time release (in_freeres), is not the program's, nor an
+// invalid free: it is not recorded.
 HIDDEN void rec_free(int op, void *ptr) {
 	SAVE_ERRNO();
 	uint64_t t;
