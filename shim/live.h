@@ -60,6 +60,7 @@ HIDDEN int live_other_threads(void);
 HIDDEN void live_after_fork(void);
 HIDDEN size_t read_task_file(pid_t tid, const char *name, char *buf, size_t cap);
 HIDDEN int thread_runs(pid_t tid);
+// Memory of the tracer's own, never scanned; in huge pages from 2 MiB.
 HIDDEN void *live_map(size_t n);
 HIDDEN void live_unmap(void *p, size_t n);
 

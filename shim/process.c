@@ -102,6 +102,10 @@ uint32_t leak_writer_wait(int timeout_ms) {
 	return __atomic_load_n(&req_seq, __ATOMIC_ACQUIRE);
 }
 
+// leak_writer_area maps n bytes for the writer's own buffers: the
+// tracer's, so never scanned, and in huge pages (live.c).
+void *leak_writer_area(size_t n) { return live_map(n); }
+
 int leak_writer_final(void) { return (int)__atomic_load_n(&final_req, __ATOMIC_ACQUIRE); }
 
 void leak_writer_drain(int final, struct drained *d) {

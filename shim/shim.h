@@ -229,6 +229,7 @@ int leak_writer_final(void);
 void leak_writer_drain(int final, struct drained *d);
 void leak_write_frame(int enc, const void *p, size_t n, size_t raw_len, uint32_t crc);
 void leak_writer_done(uint32_t gen);
+void *leak_writer_area(size_t n);
 int leak_scan_due(void);
 HIDDEN void wake_writer_impl(void);
 

@@ -30,6 +30,8 @@ const (
 	gcLimit       = 64 << 20
 	flushInterval = 100 // ms
 	blockSize     = 128 << 10
+	smallRoom     = 256 << 10
+	frameRoom     = 6 << 20 // more than the largest frame's 4 MiB can take compressed
 )
 
 func init() {
@@ -60,11 +62,12 @@ func writeLoop() {
 	if err != nil {
 		return // the C side writes raw frames when the writer is not alive
 	}
-	// Room for the largest frame up front (a drain takes at most 64
-	// buffers of 64 KiB): grown by append, the buffer moved, and the
-	// pages of each new one were faulted in anew.
-	dst := make([]byte, 0, 4<<20+64<<10)
-	var zmain []byte
+	// Enough for a small process's frames; the first frame that needs
+	// more moves both to room for the largest frame (a drain takes at
+	// most 64 buffers of 64 KiB), so that append never grows them: each
+	// time it did, the pages of the new buffer were faulted in anew.
+	dst := make([]byte, 0, smallRoom)
+	zmain := make([]byte, 0, smallRoom)
 	hs := &huff0.Scratch{Reuse: huff0.ReusePolicyNone}
 	for {
 		gen := C.leak_writer_wait(flushInterval)
@@ -72,6 +75,9 @@ func writeLoop() {
 		var d C.struct_drained
 		C.leak_writer_drain(final, &d)
 		if d.payload_len > 0 {
+			if raw := int(d.payload_len + d.addrs_len + d.sizes_len); raw > cap(dst)-smallRoom/4 && cap(dst) < frameRoom {
+				dst, zmain = area(frameRoom), area(frameRoom)
+			}
 			zmain = enc.EncodeAll(bytesAt(d.payload, d.payload_len), zmain[:0])
 			dst = binary.AppendUvarint(dst[:0], uint64(len(zmain)))
 			dst = append(dst, zmain...)
@@ -83,6 +89,16 @@ func writeLoop() {
 		C.leak_writer_done(gen)
 		C.leak_scan_due()
 	}
+}
+
+// area returns an empty slice with room for n bytes, mapped by the C side
+// in huge pages (Go's heap faulted a big frame in a page at a time), or
+// from Go's heap if that fails.
+func area(n int) []byte {
+	if p := C.leak_writer_area(C.size_t(n)); p != nil {
+		return unsafe.Slice((*byte)(p), n)[:0]
+	}
+	return make([]byte, 0, n)
 }
 
 func bytesAt(p *C.uint8_t, n C.size_t) []byte {
