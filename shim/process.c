@@ -35,7 +35,7 @@ HIDDEN uintptr_t ldso_text_lo, ldso_text_hi;
 HIDDEN volatile int go_writer_alive;
 HIDDEN int in_freeres;
 
-HIDDEN void rec_clock_start(void);
+HIDDEN void rec_start(void);
 HIDDEN void modules_reset(void);
 
 static int fd = -1;
@@ -847,7 +847,7 @@ HIDDEN void process_init(void) {
 	if (dladdr((void *)process_init, &di) && di.dli_fbase)
 		dl_iterate_phdr(find_self, (void *)di.dli_fbase);
 	dl_iterate_phdr(find_ldso, NULL);
-	rec_clock_start();
+	rec_start();
 	leak_pid = getpid();
 	live_enabled = cfg.scan;
 	scan_content_bytes = cfg.content;
