@@ -41,9 +41,11 @@
 #define PRECISE_EVENTS 4096
 
 struct backrefs {
-	uint64_t n;              // addresses written so far
-	uint64_t ring[BR_RING];  // the latest, by ordinal
-	uint32_t hash[BR_HASH];  // address -> ordinal (a hint, checked against the ring)
+	uint64_t n; // addresses written so far
+	struct {
+		uint64_t addr; // the latest address noted in this slot
+		uint32_t ord;  // its ordinal, mod 2^32
+	} hash[BR_HASH];
 };
 enum { BR_ALLOCS, BR_FREES };
 
@@ -1010,10 +1012,12 @@ static inline const uint8_t *copy_varint(const uint8_t *p, const uint8_t *end, u
 // and writes a released address as "the block allocated d allocations
 // ago", a new block's address as "the block freed d frees ago" (d <=
 // BR_RING): a byte or two instead of seven, which compresses better
-// still. The decoder keeps the same two rings of addresses per slot, so a
-// reference is only written when this side's ring holds the address at
-// that ordinal: both sides see the same addresses in the same order,
-// whatever the hash hint says.
+// still. The decoder keeps the two rings of the latest BR_RING addresses
+// per slot; this side needs only a table of where it last saw an address:
+// a slot holding the address itself with an ordinal at most BR_RING back
+// is exactly the decoder's ring holding it there. (Keeping the ring here
+// too, to check a hashed ordinal against, was a dependent load and a
+// store more per address.)
 
 static inline uint64_t get_varint(const uint8_t **pp, const uint8_t *end) {
 	const uint8_t *p = *pp;
@@ -1052,12 +1056,15 @@ static inline uint64_t br_ref(struct backrefs *from, struct backrefs *to, uint64
 	uint64_t out = addr_form(a);
 	if (!a)
 		return out;
-	uint32_t d = (uint32_t)from->n - from->hash[br_slot(a)];
-	if (d - 1 < BR_RING && d <= from->n && from->ring[(from->n - d) % BR_RING] == a)
+	uint32_t h = br_slot(a);
+	uint32_t d = (uint32_t)from->n - from->hash[h].ord;
+	if (from->hash[h].addr == a && d - 1 < BR_RING && d <= from->n)
 		out = ((uint64_t)d << 2) | 2;
-	to->ring[to->n % BR_RING] = a;
-	to->hash[br_slot(a)] = (uint32_t)to->n;
-	to->n++;
+	to->hash[h].addr = a;
+	to->hash[h].ord = (uint32_t)to->n;
+	// A slot untouched for 2^32 addresses would look recent again.
+	if (UNLIKELY(!(uint32_t)++to->n))
+		memset(to->hash, 0, sizeof to->hash);
 	return out;
 }
 
@@ -1162,18 +1169,17 @@ static void out_columns(struct tstate *s, const uint8_t *p, size_t n, uint64_t u
 	ob_put(split ? &side[SIDE_SIZE] : &out, col_buf[COL_SIZE], len[COL_SIZE]);
 }
 
-// br_undo forgets what a piece taken back added to the rings: the next
-// frame transposes it again from its start. The ring entries it wrote
-// stand for ordinals the decoder has not seen; cleared, they can match
-// no address until rewritten.
+// br_undo forgets what a piece taken back added to the tables: the next
+// frame transposes it again from its start. The slots it wrote stand for
+// ordinals the decoder has not seen; cleared, they can match no address
+// until rewritten.
 static void br_undo(struct tstate *s, const uint64_t undo[2]) {
 	for (int k = 0; k < 2; k++) {
 		struct backrefs *b = &s->br[k];
-		if (b->n - undo[k] >= BR_RING)
-			memset(b->ring, 0, sizeof b->ring);
-		else
-			for (uint64_t o = undo[k]; o < b->n; o++)
-				b->ring[o % BR_RING] = 0;
+		uint32_t from = (uint32_t)undo[k], n = (uint32_t)(b->n - undo[k]);
+		for (int i = 0; i < BR_HASH; i++)
+			if (b->hash[i].ord - from < n)
+				b->hash[i].addr = 0;
 		b->n = undo[k];
 	}
 }
