@@ -988,6 +988,15 @@ static inline const uint8_t *copy_varint(const uint8_t *p, const uint8_t *end, u
 	if (LIKELY(end - p >= 8)) {
 		uint64_t x;
 		memcpy(&x, p, 8);
+		// Most fields are one byte. Taken as a guess, the branch lets the
+		// next field's position be known before this one is loaded: the
+		// transposition is otherwise one long chain of loads, a field's
+		// position waiting on the lengths of all before it.
+		if (LIKELY(!(x & 0x80))) {
+			**w = (uint8_t)x;
+			*w += 1;
+			return p + 1;
+		}
 		uint64_t last = ~x & 0x8080808080808080u; // bytes that end a varint
 		if (LIKELY(last)) {
 			unsigned n = ((unsigned)__builtin_ctzll(last) >> 3) + 1;
