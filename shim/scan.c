@@ -71,8 +71,12 @@ static int cbits;
 static uintptr_t last_cn = UINTPTR_MAX; // find's last chunk
 static const struct dent *last_d;
 
-// Directories come from arenas mapped as they fill.
+// Directories come from arenas mapped as they fill. The first is small,
+// in small pages: most heaps span a few chunks, and a huge page is 2 MiB
+// to clear for them (live.c).
 #define ARENA_BYTES (32u << 20)
+#define FIRST_ARENA_BYTES (1u << 20)
+static inline size_t arena_bytes(int i) { return i ? ARENA_BYTES : FIRST_ARENA_BYTES; }
 #define MAX_ARENAS 4096
 static void *arenas[MAX_ARENAS];
 static int narenas;
@@ -182,8 +186,8 @@ static struct chunk *chunk_get(uintptr_t c) {
 
 static struct dent *dir_alloc(void) {
 	size_t need = NDENT * sizeof(struct dent);
-	if (!narenas || arena_used + need > ARENA_BYTES) {
-		void *a = narenas < MAX_ARENAS ? live_map(ARENA_BYTES) : NULL;
+	if (!narenas || arena_used + need > arena_bytes(narenas - 1)) {
+		void *a = narenas < MAX_ARENAS ? live_map(arena_bytes(narenas)) : NULL;
 		if (!a)
 			return NULL;
 		arenas[narenas++] = a;
@@ -342,7 +346,7 @@ static size_t index_place(void) {
 
 static void index_free(void) {
 	for (int i = 0; i < narenas; i++)
-		live_unmap(arenas[i], ARENA_BYTES);
+		live_unmap(arenas[i], arena_bytes(i));
 	narenas = 0;
 	if (ctab)
 		live_unmap(ctab, ccap * sizeof *ctab);
