@@ -305,10 +305,10 @@ static void wake_writer(void);
 static void put_free(struct buf *b);
 
 // The first SMALL_BUFS buffers are mapped one by one: most processes never
-// need more. Past them the writer is behind, and the pool grows by huge
-// pages of buffers, a fault each instead of one per 4 KiB page of every
-// buffer (with two busy threads, ~2,000 faults of ~10 µs).
-#define SMALL_BUFS 32
+// need more (a thread holds one, the writer's queue a few). Past them the
+// pool grows by huge pages of buffers, a fault each instead of one per
+// 4 KiB page of every buffer (16 a buffer, ~10 µs each here).
+#define SMALL_BUFS 8
 #define BUF_CHUNK (2u << 20)
 #define BUF_STRIDE ((sizeof(struct buf) + 63) & ~(size_t)63)
 
