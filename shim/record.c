@@ -37,15 +37,20 @@
 #define WAKE_QUEUED 16
 #define MAX_DRAIN 64
 #define BR_RING 4096 // as analyzer/traceformat's backRefs
-#define BR_HASH 4096
+#define BR_HASH_BITS 13
+#define BR_HASH (1u << BR_HASH_BITS)
 #define PRECISE_EVENTS 4096
+
+// A back-reference table slot is one word: the latest address noted in
+// it, over 16, in the high 44 bits (allocators give 16-byte aligned
+// addresses below 2^48; others are not noted), its ordinal mod 2^20 in
+// the low 20.
+#define BR_ORD_BITS 20
+#define BR_ORD_MASK ((1u << BR_ORD_BITS) - 1)
 
 struct backrefs {
 	uint64_t n; // addresses written so far
-	struct {
-		uint64_t addr; // the latest address noted in this slot
-		uint32_t ord;  // its ordinal, mod 2^32
-	} hash[BR_HASH];
+	uint64_t hash[BR_HASH];
 };
 enum { BR_ALLOCS, BR_FREES };
 
@@ -1026,7 +1031,9 @@ static inline const uint8_t *copy_varint(const uint8_t *p, const uint8_t *end, u
 // a slot holding the address itself with an ordinal at most BR_RING back
 // is exactly the decoder's ring holding it there. (Keeping the ring here
 // too, to check a hashed ordinal against, was a dependent load and a
-// store more per address.)
+// store more per address.) The table has twice the ring's slots: with as
+// many, a fifth of the frees of blocks a thousand allocations old found
+// theirs taken by another address.
 
 static inline uint64_t get_varint(const uint8_t **pp, const uint8_t *end) {
 	const uint8_t *p = *pp;
@@ -1056,7 +1063,7 @@ static inline uint64_t get_addr(const uint8_t **pp, const uint8_t *end) {
 	*pp += 8;
 	return a;
 }
-static inline uint32_t br_slot(uint64_t a) { return (uint32_t)((a >> 4) * 0x9e3779b97f4a7c15u >> 52); }
+static inline uint32_t br_slot(uint64_t a) { return (uint32_t)((a >> 4) * 0x9e3779b97f4a7c15u >> (64 - BR_HASH_BITS)); }
 
 // br_ref returns the value to write for address a: a reference into
 // `from` when it holds the address, else its form. Then a is noted in
@@ -1065,14 +1072,17 @@ static inline uint64_t br_ref(struct backrefs *from, struct backrefs *to, uint64
 	uint64_t out = addr_form(a);
 	if (!a)
 		return out;
-	uint32_t h = br_slot(a);
-	uint32_t d = (uint32_t)from->n - from->hash[h].ord;
-	if (from->hash[h].addr == a && d - 1 < BR_RING && d <= from->n)
-		out = ((uint64_t)d << 2) | 2;
-	to->hash[h].addr = a;
-	to->hash[h].ord = (uint32_t)to->n;
-	// A slot untouched for 2^32 addresses would look recent again.
-	if (UNLIKELY(!(uint32_t)++to->n))
+	if (LIKELY(!(a & 15) && !(a >> 48))) {
+		uint32_t h = br_slot(a);
+		uint64_t e = from->hash[h];
+		uint32_t d = (uint32_t)(from->n - e) & BR_ORD_MASK;
+		if (e >> BR_ORD_BITS == a >> 4 && d - 1 < BR_RING && d <= from->n)
+			out = ((uint64_t)d << 2) | 2;
+		to->hash[h] = (a >> 4) << BR_ORD_BITS | (to->n & BR_ORD_MASK);
+	}
+	// Cleared every 2^20 addresses, no slot is that old: its ordinal's
+	// low bits tell its distance.
+	if (UNLIKELY(!(++to->n & BR_ORD_MASK)))
 		memset(to->hash, 0, sizeof to->hash);
 	return out;
 }
@@ -1186,9 +1196,9 @@ static void br_undo(struct tstate *s, const uint64_t undo[2]) {
 	for (int k = 0; k < 2; k++) {
 		struct backrefs *b = &s->br[k];
 		uint32_t from = (uint32_t)undo[k], n = (uint32_t)(b->n - undo[k]);
-		for (int i = 0; i < BR_HASH; i++)
-			if (b->hash[i].ord - from < n)
-				b->hash[i].addr = 0;
+		for (unsigned i = 0; i < BR_HASH; i++)
+			if ((((uint32_t)b->hash[i] - from) & BR_ORD_MASK) < n)
+				b->hash[i] = 0;
 		b->n = undo[k];
 	}
 }

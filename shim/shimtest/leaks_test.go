@@ -276,6 +276,50 @@ func TestStressCounts(t *testing.T) {
 	}
 }
 
+// TestBackReferencesAcrossTableClears has one thread allocate and free
+// more than 2^20 blocks each way: the writer clears its back-reference
+// tables every 2^20 addresses and keeps only an ordinal's low 20 bits
+// (record.c), and every address decoded past that must still be the one
+// the program used.
+func TestBackReferencesAcrossTableClears(t *testing.T) {
+	bin := testutil.Program(t, "alloc_bench.c")
+	r := run(t, true, t.TempDir(), nil, "", bin, "1100000", "1")
+	if r.status != 0 {
+		t.Fatalf("alloc_bench exited %d: %s", r.status, r.stderr)
+	}
+	if len(r.traces) != 1 {
+		t.Fatalf("want 1 trace, got %v", r.traces)
+	}
+	want := counters(t, r.stdout)
+	if want["allocs"] < 1<<20 || want["frees"] < 1<<20 {
+		t.Fatalf("alloc_bench made %d allocations and %d frees, fewer than 2^20: %q", want["allocs"], want["frees"], r.stdout)
+	}
+	oc := newOpCounter("alloc_bench")
+	st, err := decodeInto(r.traces[0], oc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oc.Finish()
+	if st.Dropped != 0 || st.Truncated {
+		t.Errorf("dropped %d, truncated %v", st.Dropped, st.Truncated)
+	}
+	if oc.byOp[event.OpMalloc] != want["allocs"] || oc.byOp[event.OpRealloc] != want["reallocs"] {
+		t.Errorf("trace has %d mallocs and %d reallocs, program made %d and %d",
+			oc.byOp[event.OpMalloc], oc.byOp[event.OpRealloc], want["allocs"], want["reallocs"])
+	}
+	if _, matched := siteCounts(oc.Replay, "alloc_bench"); matched != want["frees"]+oc.reallocFrees {
+		t.Errorf("%d frees matched allocations, want %d", matched, want["frees"]+oc.reallocFrees)
+	}
+	heap, _ := live(oc.Replay, "alloc_bench")
+	if heap.blocks != want["leaked_blocks"] || heap.bytes != want["leaked_bytes"] {
+		t.Errorf("%d blocks, %d bytes live at exit; program says %d, %d", heap.blocks, heap.bytes, want["leaked_blocks"], want["leaked_bytes"])
+	}
+	for _, a := range oc.Anomalies {
+		t.Errorf("anomaly %+v", a)
+		break
+	}
+}
+
 func decodeInto(path string, h event.Handler) (st statsT, err error) {
 	s, err := traceformatDecodeFile(path, h)
 	return statsT{Dropped: s.Dropped, Truncated: s.Truncated, Events: s.Events}, err
