@@ -42,6 +42,10 @@ type Options struct {
 	// Symbolizer returns a FrameSource for a process's modules; nil leaves
 	// frames as module+address.
 	Symbolizer func(mods []event.Module) FrameSource
+	// Prefetch, when set, starts reading what naming module m's frames
+	// needs, on a goroutine of its own, and returns. LoadFor calls it for
+	// the modules a long trace's stacks use (prefetch.go).
+	Prefetch func(m event.Module)
 	// Progress, when set, is called after each trace.
 	Progress func(done, total int, path string)
 }
@@ -55,7 +59,13 @@ type Input struct {
 }
 
 // Load decodes and replays one trace file, detecting its format.
-func Load(path string) (*Input, error) {
+func Load(path string) (*Input, error) { return load(path, nil) }
+
+// LoadFor is Load that, while a long trace is decoded, has o.Prefetch
+// read the debug information of the modules its stacks use.
+func LoadFor(path string, o Options) (*Input, error) { return load(path, o.Prefetch) }
+
+func load(path string, prefetch func(event.Module)) (*Input, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v", path, unwrapPathErr(err))
@@ -67,7 +77,11 @@ func Load(path string) (*Input, error) {
 	switch {
 	case traceformat.Sniff(head):
 		// The decoder replays on a goroutine of its own already.
-		in.Stats, err = traceformat.Decode(br, path, in.Replay)
+		var h event.Handler = in.Replay
+		if fi, serr := f.Stat(); prefetch != nil && serr == nil && fi.Size() >= prefetchMinSize {
+			h = newPrefetcher(in.Replay, prefetch)
+		}
+		in.Stats, err = traceformat.Decode(br, path, h)
 	case MtraceSniff != nil && MtraceSniff(head):
 		in.Mtrace = true
 		p := newPipe(in.Replay)
@@ -109,7 +123,7 @@ func unwrapPathErr(err error) error {
 func Run(paths []string, o Options) (*report.Report, error) {
 	rep := &report.Report{Summary: map[string]report.Totals{}, Leaks: []report.Leak{}, Anomalies: []report.Anomaly{}}
 	for i, p := range paths {
-		in, err := Load(p)
+		in, err := LoadFor(p, o)
 		if err != nil {
 			return nil, err
 		}

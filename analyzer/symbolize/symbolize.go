@@ -93,6 +93,17 @@ func (s *Symbolizer) object(m *event.Module) *object {
 	return o
 }
 
+// Prefetch starts reading, on a goroutine of its own, what naming the
+// frames of module m needs (its symbols and debug information), as the
+// first lookup in it would; that lookup then waits for it.
+func (s *Symbolizer) Prefetch(m event.Module) {
+	if pseudoPath(m.Path) {
+		return
+	}
+	o := s.object(&m)
+	go o.once.Do(o.load)
+}
+
 // hostPath is where the file recorded as path is on this machine.
 func (s *Symbolizer) hostPath(path string) string {
 	if s.opt.Sysroot == "" {

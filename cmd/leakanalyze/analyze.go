@@ -71,7 +71,7 @@ func (a *analyzeFlags) options(stderr io.Writer) (analyze.Options, error) {
 		}
 		o.MinAge = d
 	}
-	o.Symbolizer = newSymbolizer(a.debugDirs, a.sysroot, !a.noDemangle)
+	o.Symbolizer, o.Prefetch = newSymbolizer(a.debugDirs, a.sysroot, !a.noDemangle)
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		o.Progress = func(done, total int, path string) {
 			fmt.Fprintf(stderr, "\r%d/%d traces analyzed", done, total)

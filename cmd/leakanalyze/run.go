@@ -571,7 +571,7 @@ func (g *gate) analyze(traces []string, stderr io.Writer) (*report.Report, int) 
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				in, err := analyze.Load(traces[i])
+				in, err := analyze.LoadFor(traces[i], o)
 				if err != nil {
 					errs[i] = err
 				} else {
