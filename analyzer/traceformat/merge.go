@@ -97,13 +97,19 @@ func (m *merger) finish() {
 	<-m.done
 }
 
-// newRun returns an empty run, reusing one the merger is done with.
+const runRecs = 8192
+
+// newRun returns an empty run, reusing one the merger is done with. A new
+// one has room for a buffer's worth of records (a 64 KiB buffer holds
+// about 5,500 events): grown from empty by append, its records were
+// copied at every doubling, 5% of the decode's CPU time, on the
+// goroutine that sets its pace.
 func (m *merger) newRun() *run {
 	m.mu.Lock()
 	n := len(m.free)
 	if n == 0 {
 		m.mu.Unlock()
-		return &run{}
+		return &run{recs: make([]event.Rec, 0, runRecs)}
 	}
 	r := m.free[n-1]
 	m.free = m.free[:n-1]
