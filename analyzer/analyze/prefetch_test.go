@@ -1,17 +1,15 @@
-package analyze
+package analyze_test
 
 import (
-	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"sort"
 	"testing"
 
+	"libleak/analyzer/analyze"
 	"libleak/analyzer/event"
 	"libleak/analyzer/report"
 	"libleak/analyzer/symbolize"
-	"libleak/internal/testutil"
 )
 
 // TestPrefetchReadsTheStacksModules traces fib_thread (a worker thread's
@@ -20,30 +18,19 @@ import (
 // executable and libc, never for the tracer, and the report is the one
 // Load and Add give without it.
 func TestPrefetchReadsTheStacksModules(t *testing.T) {
-	bin := testutil.Program(t, "fib_thread.c")
-	dir := t.TempDir()
-	cmd := exec.Command(bin, "20")
-	cmd.Env = append(os.Environ(), "LD_PRELOAD="+testutil.Shim(t), "LEAK_OUT="+dir)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("fib_thread: %v\n%s", err, out)
-	}
-	traces, _ := filepath.Glob(filepath.Join(dir, "leak.*"))
-	if len(traces) != 1 {
-		t.Fatalf("traces %v", traces)
-	}
-
-	defer func(n int64) { prefetchMinSize = n }(prefetchMinSize)
-	prefetchMinSize = 0
+	path := trace(t, "fib_thread.c", "20")
+	defer func(n int64) { *analyze.PrefetchMinSize = n }(*analyze.PrefetchMinSize)
+	*analyze.PrefetchMinSize = 0
 	sym := symbolize.New(symbolize.Options{Demangle: true})
 	var asked []string
-	o := Options{
-		Symbolizer: func(m []event.Module) FrameSource { return sym.Process(m) },
+	o := analyze.Options{
+		Symbolizer: func(m []event.Module) analyze.FrameSource { return sym.Process(m) },
 		Prefetch: func(m event.Module) {
 			asked = append(asked, filepath.Base(m.Path))
 			sym.Prefetch(m)
 		},
 	}
-	in, err := LoadFor(traces[0], o)
+	in, err := analyze.LoadFor(path, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +38,7 @@ func TestPrefetchReadsTheStacksModules(t *testing.T) {
 	var exe, libc bool
 	for i, m := range asked {
 		switch {
-		case m == filepath.Base(bin):
+		case m == "fib_thread":
 			exe = true
 		case m == "libc.so.6":
 			libc = true
@@ -63,17 +50,17 @@ func TestPrefetchReadsTheStacksModules(t *testing.T) {
 		}
 	}
 	if !exe || !libc {
-		t.Errorf("prefetch asked for %v; want %s and libc.so.6 among them", asked, filepath.Base(bin))
+		t.Errorf("prefetch asked for %v; want fib_thread and libc.so.6 among them", asked)
 	}
 	got := &report.Report{Summary: map[string]report.Totals{}}
-	Add(got, in, o)
+	analyze.Add(got, in, o)
 
-	plain, err := Load(traces[0])
+	plain, err := analyze.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := &report.Report{Summary: map[string]report.Totals{}}
-	Add(want, plain, Options{Symbolizer: func(m []event.Module) FrameSource {
+	analyze.Add(want, plain, analyze.Options{Symbolizer: func(m []event.Module) analyze.FrameSource {
 		return symbolize.New(symbolize.Options{Demangle: true}).Process(m)
 	}})
 	if len(got.Leaks) == 0 {

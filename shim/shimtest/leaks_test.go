@@ -214,17 +214,25 @@ func (c *opCounter) count(e *event.Event) {
 	}
 }
 
+// runOK runs argv traced and fails the test unless it exits 0 and leaves
+// n traces.
+func runOK(t *testing.T, n int, argv ...string) result {
+	t.Helper()
+	r := run(t, true, t.TempDir(), nil, "", argv...)
+	if r.status != 0 {
+		t.Fatalf("%s exited %d: %s", filepath.Base(argv[0]), r.status, r.stderr)
+	}
+	if len(r.traces) != n {
+		t.Fatalf("want %d traces, got %v", n, r.traces)
+	}
+	return r
+}
+
 func TestStressCounts(t *testing.T) {
 	bin := testutil.Program(t, "stress.c")
 	// The interleaving of threads, and so the output, differs run to run:
 	// the trace is checked against the counters this run printed.
-	r := run(t, true, t.TempDir(), nil, "", bin, "8", "big")
-	if r.status != 0 {
-		t.Fatalf("stress exited %d: %s", r.status, r.stderr)
-	}
-	if len(r.traces) != 2 {
-		t.Fatalf("want parent and child traces, got %v", r.traces)
-	}
+	r := runOK(t, 2, bin, "8", "big") // the parent's trace and the child's
 	lines := map[string]map[string]uint64{}
 	pids := map[uint64]string{}
 	for _, l := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
@@ -283,13 +291,7 @@ func TestStressCounts(t *testing.T) {
 // the program used.
 func TestBackReferencesAcrossTableClears(t *testing.T) {
 	bin := testutil.Program(t, "alloc_bench.c")
-	r := run(t, true, t.TempDir(), nil, "", bin, "1100000", "1")
-	if r.status != 0 {
-		t.Fatalf("alloc_bench exited %d: %s", r.status, r.stderr)
-	}
-	if len(r.traces) != 1 {
-		t.Fatalf("want 1 trace, got %v", r.traces)
-	}
+	r := runOK(t, 1, bin, "1100000", "1")
 	want := counters(t, r.stdout)
 	if want["allocs"] < 1<<20 || want["frees"] < 1<<20 {
 		t.Fatalf("alloc_bench made %d allocations and %d frees, fewer than 2^20: %q", want["allocs"], want["frees"], r.stdout)
