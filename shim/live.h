@@ -97,7 +97,8 @@ HIDDEN extern uintptr_t main_return_sp; // set once main has returned
 	} while (0)
 
 // scan.c: scan memory for pointers and record a verdict per unreachable
-// block in the trace. Returns 0 when it could not run.
-HIDDEN int scan_run(void);
+// block in the trace. Returns 0 when it could not run. last: the process
+// ends after this scan (its arrays are left to the kernel).
+HIDDEN int scan_run(int last);
 
 #endif

@@ -414,7 +414,7 @@ HIDDEN void finish(int reason, int status) {
 	// Exit and _exit leave memory as the program left it: scan it. After
 	// a crash the heap may be corrupt; reading it could fault.
 	if (reason != END_SIGNAL && cfg.scan)
-		scan_run();
+		scan_run(1);
 	leak_active = 0;
 	proc_lock();
 	uint8_t tag = REC_END;
@@ -730,7 +730,7 @@ int leak_scan_due(void) {
 	scan_requested = 0;
 	last_scan_ms = now;
 	exit_scan_sp = 0;
-	scan_run();
+	scan_run(0);
 	return 1;
 }
 
