@@ -45,6 +45,7 @@ HIDDEN extern int nthreads_known;
 HIDDEN uint64_t live_add(void *p, size_t size, uint64_t t_min, uintptr_t *pend);
 HIDDEN long live_del(void *p, uint64_t t_min, uint64_t *t);
 HIDDEN void live_free(void *p, uint64_t t_min, uint64_t *t, uintptr_t *pend);
+HIDDEN uint64_t live_stamp(void *p, uint64_t t_min);
 // rec_pending_word gives thread state i's deferred block (record.c), or
 // NULL past the last state.
 HIDDEN uintptr_t *rec_pending_word(int i);

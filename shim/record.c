@@ -162,22 +162,18 @@ static inline uint64_t clock_min(struct tstate *s) {
 // event_time is the time of an event no shard lock orders; the caller
 // fenced after marking the event in flight.
 static uint64_t event_time(void) {
-	if (!live_enabled)
-		return precise_units();
 	uint64_t t = coarse_units(), m = clock_min(t_state);
 	return t > m ? t : m;
 }
 
 // clock_now is the clock's reading, the least time an event marked in
 // flight after it can take.
-static uint64_t clock_now(void) { return live_enabled ? coarse_units() : precise_units(); }
+static uint64_t clock_now(void) { return coarse_units(); }
 
 // barrier_time is after every event time handed out so far, and before
 // every one handed out later.
 HIDDEN uint64_t barrier_time(void) {
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	if (!live_enabled)
-		return precise_units();
 	uint64_t t = coarse_units(), m = live_clock_max() + 1;
 	if (m > t)
 		t = m;
@@ -231,8 +227,7 @@ static uint64_t activity(void) {
 
 // The ticker also ends the process when the program's last thread ended
 // without doing so, as one of our threads was being created (hooks.c,
-// program_threads_gone): with exit(0), as glibc would have. Without the
-// live table it only does that, at the resting pace.
+// program_threads_gone): with exit(0), as glibc would have.
 static void *ticker(void *arg) {
 	(void)arg;
 	uint64_t seen = activity();
@@ -243,7 +238,7 @@ static void *ticker(void *arg) {
 		uint64_t a = activity();
 		quiet = a != seen ? 0 : quiet < QUIET_TICKS ? quiet + 1 : quiet;
 		seen = a;
-		int on = live_enabled && quiet < QUIET_TICKS;
+		int on = quiet < QUIET_TICKS;
 		if (on) {
 			raise_tick(precise_units());
 			__atomic_store_n(&clock_ticking, 1, __ATOMIC_RELAXED);
@@ -576,13 +571,17 @@ static inline struct tstate *announce(void) {
 // old block of a realloc): marks the event in flight, takes the block out
 // of the live table and returns its size (-1: not there, or no table),
 // and in *t the release's time, taken before the allocator is called.
-// The table's lock, or a fence without one, orders the mark before the
+// The shard's lock, or a fence without one, orders the mark before the
 // time.
 HIDDEN long rec_release(void *p, uint64_t *t) {
 	struct tstate *s = announce();
-	if (p && live_enabled) {
+	if (p) {
 		t_busy++; // the shard lock (shim.h, t_busy)
-		long size = live_del(p, clock_min(s), t);
+		long size = -1;
+		if (live_enabled)
+			size = live_del(p, clock_min(s), t);
+		else
+			*t = live_stamp(p, clock_min(s));
 		t_busy--;
 		return size;
 	}
@@ -721,12 +720,11 @@ HIDDEN void rec_alloc(int op, void *ptr, size_t size, const void *frame) {
 		live_prefetch(ptr);
 	if (frame)
 		capture(&st, frame);
-	if (live_enabled) {
-		t = live_add(ptr, size, clock_min(t_state), t_state ? &t_state->pend : NULL); // its lock orders the mark before the time
-	} else {
-		__atomic_thread_fence(__ATOMIC_SEQ_CST);
-		t = event_time();
-	}
+	// The shard's lock orders the mark before the time.
+	if (live_enabled)
+		t = live_add(ptr, size, clock_min(t_state), t_state ? &t_state->pend : NULL);
+	else
+		t = live_stamp(ptr, clock_min(t_state));
 	BEGIN_EVENT(RECORD_MAX);
 	uint64_t id = 0;
 	if (frame)
@@ -777,11 +775,14 @@ HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_be
 		capture(&st, frame);
 	// The new block's time: after the old one's release.
 	uint64_t t1 = t_before;
-	if (ptr && live_enabled) {
+	if (ptr) {
 		uint64_t m = clock_min(t_state);
-		t1 = live_add(ptr, size, m > t1 ? m : t1, t_state ? &t_state->pend : NULL);
-	} else if (ptr) {
-		t1 = event_time();
+		if (m < t1)
+			m = t1;
+		if (live_enabled)
+			t1 = live_add(ptr, size, m, t_state ? &t_state->pend : NULL);
+		else
+			t1 = live_stamp(ptr, m);
 	}
 	BEGIN_EVENT(RECORD_MAX);
 	uint64_t id = 0;
