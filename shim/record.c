@@ -484,7 +484,7 @@ static inline void commit(struct tstate *s, uint8_t *end) {
 	// core's cache: the first store to each waited for the line to move,
 	// and held up the next locked instruction (a shard lock) behind it.
 	// Asking for the line a few records ahead moves it meanwhile: a
-	// quarter less CPU time per event with the writer on another core.
+	// tenth less CPU time, a fifth less at one thread's wall clock.
 	prefetch_write(end + PREFETCH_AHEAD);
 	__atomic_store_n(&b->committed, (uint32_t)(end - b->data), __ATOMIC_RELEASE);
 }
