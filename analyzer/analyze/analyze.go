@@ -99,7 +99,8 @@ func load(path string, prefetch func(event.Module)) (*Input, error) {
 	in.Replay.Finish()
 	// The decoder's buffers (parsed events of a few frames, tens of MiB)
 	// are garbage now; collect them before the symbolizer allocates, so
-	// the peak is the larger of the two phases rather than their sum.
+	// the peak is the larger of the two phases rather than their sum
+	// (for a long trace, less what the prefetch read meanwhile).
 	runtime.GC()
 	return in, nil
 }
