@@ -65,7 +65,6 @@ static inline void spin_lock(int *l) {
 
 static inline void spin_unlock(int *l) { __atomic_store_n(l, 0, __ATOMIC_RELEASE); }
 
-
 // home is a block's first slot: the high bits of its address times the
 // golden ratio.
 static inline uint32_t home_in(int bits, uint64_t key) {
@@ -192,10 +191,11 @@ static inline uint64_t stamp(struct shard *s, uint64_t t_min) {
 }
 
 // live_stamp takes an event's time under its block's shard lock, as
-// live_add and live_del do, without the table: the same order across
-// threads for a process that keeps no table (LEAK_SCAN=0), for a lock
-// that stays in its core's cache instead of a precise clock read.
-HIDDEN uint64_t live_stamp(void *p, uint64_t t_min) {
+// live_add and live_del do, without the table: they do only this for a
+// process that keeps no table (LEAK_SCAN=0), the same order across
+// threads for a lock that stays in its core's cache instead of a precise
+// clock read.
+static uint64_t live_stamp(void *p, uint64_t t_min) {
 	struct shard *s = &shards[shard_index((uintptr_t)p)];
 	spin_lock(&s->lock);
 	uint64_t t = stamp(s, t_min);
@@ -216,6 +216,8 @@ static int take_pending(uintptr_t *own, uintptr_t a);
 // live_add enters a block and returns the time of its allocation. own is
 // the calling thread's deferred release (live_free).
 HIDDEN uint64_t live_add(void *p, size_t size, uint64_t t_min, uintptr_t *own) {
+	if (!live_enabled)
+		return live_stamp(p, t_min);
 	uintptr_t a = (uintptr_t)p;
 	if (UNLIKELY(a >= LT_ADDR_LIMIT || (a & 7))) { // no allocator gives those
 		live_lost++;
@@ -317,6 +319,10 @@ static long del_locked(struct shard *s, uintptr_t a) {
 // live_del removes a block and returns its size, or -1 when the block is
 // not in the table; *t is the time of its release.
 HIDDEN long live_del(void *p, uint64_t t_min, uint64_t *t) {
+	if (!live_enabled) {
+		*t = live_stamp(p, t_min);
+		return -1;
+	}
 	uintptr_t a = (uintptr_t)p;
 	if (UNLIKELY(a >= LT_ADDR_LIMIT || (a & 7))) {
 		*t = stamp_unlocked(t_min);

@@ -39,13 +39,13 @@ HIDDEN extern struct thread_rec threads_known[MAX_KNOWN_THREADS];
 HIDDEN extern int nthreads_known;
 
 // live_add, live_del and live_free take the event's time under the
-// block's shard lock (record.c, "the clock"), not before t_min. live_free
+// block's shard lock (record.c, "the clock"), not before t_min; without
+// the table (LEAK_SCAN=0) live_add and live_del do only that. live_free
 // defers the block's removal to the thread's next free; *pend is the
 // thread's deferred block (live.c, "Deferred releases").
 HIDDEN uint64_t live_add(void *p, size_t size, uint64_t t_min, uintptr_t *pend);
 HIDDEN long live_del(void *p, uint64_t t_min, uint64_t *t);
 HIDDEN void live_free(void *p, uint64_t t_min, uint64_t *t, uintptr_t *pend);
-HIDDEN uint64_t live_stamp(void *p, uint64_t t_min);
 // rec_pending_word gives thread state i's deferred block (record.c), or
 // NULL past the last state.
 HIDDEN uintptr_t *rec_pending_word(int i);

@@ -577,11 +577,7 @@ HIDDEN long rec_release(void *p, uint64_t *t) {
 	struct tstate *s = announce();
 	if (p) {
 		t_busy++; // the shard lock (shim.h, t_busy)
-		long size = -1;
-		if (live_enabled)
-			size = live_del(p, clock_min(s), t);
-		else
-			*t = live_stamp(p, clock_min(s));
+		long size = live_del(p, clock_min(s), t);
 		t_busy--;
 		return size;
 	}
@@ -721,10 +717,7 @@ HIDDEN void rec_alloc(int op, void *ptr, size_t size, const void *frame) {
 	if (frame)
 		capture(&st, frame);
 	// The shard's lock orders the mark before the time.
-	if (live_enabled)
-		t = live_add(ptr, size, clock_min(t_state), t_state ? &t_state->pend : NULL);
-	else
-		t = live_stamp(ptr, clock_min(t_state));
+	t = live_add(ptr, size, clock_min(t_state), t_state ? &t_state->pend : NULL);
 	BEGIN_EVENT(RECORD_MAX);
 	uint64_t id = 0;
 	if (frame)
@@ -777,12 +770,7 @@ HIDDEN void rec_realloc(int op, void *old, void *ptr, size_t size, uint64_t t_be
 	uint64_t t1 = t_before;
 	if (ptr) {
 		uint64_t m = clock_min(t_state);
-		if (m < t1)
-			m = t1;
-		if (live_enabled)
-			t1 = live_add(ptr, size, m, t_state ? &t_state->pend : NULL);
-		else
-			t1 = live_stamp(ptr, m);
+		t1 = live_add(ptr, size, m > t1 ? m : t1, t_state ? &t_state->pend : NULL);
 	}
 	BEGIN_EVENT(RECORD_MAX);
 	uint64_t id = 0;
