@@ -144,22 +144,33 @@ func Add(rep *report.Report, in *Input, o Options) {
 	if o.Scan != 0 && !r.UseScan(o.Scan) {
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("pid %d: no scan %d (the trace has %d); using the last", h.Pid, o.Scan, len(r.Scans)))
 	}
+	begin := startTime(r)
+	since := func(t uint64) uint64 {
+		if t < begin {
+			return 0
+		}
+		return t - begin
+	}
 	if len(r.Scans) > 1 {
-		rep.Warnings = append(rep.Warnings, fmt.Sprintf("pid %d: %d reachability scans; kinds are from the one at %.3fs (--scan N picks another)", h.Pid, len(r.Scans), float64(r.ScanTime)/1e9))
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("pid %d: %d reachability scans; kinds are from the one at %.3fs (--scan N picks another)", h.Pid, len(r.Scans), float64(since(r.ScanTime))/1e9))
 	}
 	if !keepProcess(h, o) {
 		return
 	}
+	end := r.LastTime
+	if in.Stats.Ended && in.Stats.EndTime > end {
+		end = in.Stats.EndTime
+	}
 	proc := report.Process{
 		Pid: h.Pid, Ppid: h.Ppid, Exe: h.Exe, Cmdline: h.Cmdline, Trace: in.Path,
 		Events: in.Stats.Events, Dropped: in.Stats.Dropped, Truncated: in.Stats.Truncated,
-		ExitStatus: -1, PeakBytes: r.Peak, PeakTimeNs: r.PeakTime, DurationNs: r.LastTime,
+		ExitStatus: -1, PeakBytes: r.Peak, PeakTimeNs: since(r.PeakTime), DurationNs: since(end),
+	}
+	if h.StartUnix != 0 {
+		proc.StartUnixNs = h.StartUnix + int64(begin)
 	}
 	if in.Stats.Ended {
 		proc.ExitStatus = in.Stats.ExitStatus
-		if in.Stats.EndTime > proc.DurationNs {
-			proc.DurationNs = in.Stats.EndTime
-		}
 	}
 	if in.Mtrace {
 		proc.Truncated = false
@@ -220,7 +231,6 @@ func Add(rep *report.Report, in *Input, o Options) {
 	}
 
 	heap, maps := r.Live()
-	end := proc.DurationNs
 	type acc struct {
 		leak  report.Leak
 		times []uint64
@@ -276,7 +286,7 @@ func Add(rep *report.Report, in *Input, o Options) {
 	}
 	for _, k := range order {
 		a := groups[k]
-		a.leak.Pattern = pattern(a.times, end)
+		a.leak.Pattern = pattern(a.times, begin, end)
 		if a.leak.Bytes < o.MinBytes {
 			continue
 		}
@@ -286,10 +296,10 @@ func Add(rep *report.Report, in *Input, o Options) {
 	// Implicit leaks: sites whose memory kept growing and was released
 	// only at the end.
 	for _, s := range r.Sites {
-		if s.Live != 0 || s.Peak < 64<<10 || end == 0 || r.Peak == 0 {
+		if s.Live != 0 || s.Peak < 64<<10 || since(end) == 0 || r.Peak == 0 {
 			continue
 		}
-		if s.PeakTime < end*7/10 || s.Peak*20 < r.Peak || s.PeakTime <= s.First {
+		if since(s.PeakTime) < since(end)*7/10 || s.Peak*20 < r.Peak || s.PeakTime <= s.First {
 			continue
 		}
 		l := report.Leak{Pid: h.Pid, Kind: "implicit", Source: report.SourceHeap, Bytes: s.Peak, Blocks: s.Allocs,
@@ -324,16 +334,19 @@ var verdictKinds = map[uint8]string{
 }
 
 // pattern classifies a site's leaked blocks by when they were made.
-func pattern(times []uint64, end uint64) string {
+func pattern(times []uint64, begin, end uint64) string {
 	if len(times) == 1 {
 		return "one-time"
 	}
-	if end == 0 {
+	if end <= begin {
 		return "occasional"
 	}
 	var deciles [10]bool
 	for _, t := range times {
-		d := int(t * 10 / (end + 1))
+		if t < begin {
+			t = begin
+		}
+		d := int((t - begin) * 10 / (end - begin + 1))
 		if d > 9 {
 			d = 9
 		}
@@ -349,6 +362,22 @@ func pattern(times []uint64, end uint64) string {
 		return "frequent"
 	}
 	return "occasional"
+}
+
+// startTime is when the process began, in its trace's time: a forked
+// child's trace counts from its parent's start, and its own begins where
+// it recorded its module map, at the fork.
+func startTime(r *replay.Replay) uint64 {
+	if !r.Hdr.Forked || len(r.Modules) == 0 {
+		return 0
+	}
+	t := r.Modules[0].Time
+	for _, m := range r.Modules[1:] {
+		if m.Time < t {
+			t = m.Time
+		}
+	}
+	return t
 }
 
 func keepProcess(h event.Header, o Options) bool {
@@ -436,7 +465,15 @@ func Finish(rep *report.Report, o Options) {
 	}
 	sort.SliceStable(rep.Leaks, func(i, j int) bool { return less(rep.Leaks[i], rep.Leaks[j]) })
 	sort.SliceStable(rep.Implicit, func(i, j int) bool { return less(rep.Implicit[i], rep.Implicit[j]) })
-	sort.SliceStable(rep.Processes, func(i, j int) bool { return rep.Processes[i].Pid < rep.Processes[j].Pid })
+	// In the order they started: pids wrap, and a child can have a
+	// smaller one than its parent.
+	sort.SliceStable(rep.Processes, func(i, j int) bool {
+		a, b := rep.Processes[i], rep.Processes[j]
+		if a.StartUnixNs != b.StartUnixNs {
+			return a.StartUnixNs < b.StartUnixNs
+		}
+		return a.Pid < b.Pid
+	})
 	for _, l := range rep.Leaks {
 		t := rep.Summary[l.Kind]
 		t.Bytes += l.Bytes

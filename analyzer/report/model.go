@@ -60,10 +60,15 @@ type Process struct {
 	// no end record (killed, or truncated).
 	ExitStatus int `json:"exit_status"`
 	// PeakBytes is the largest heap+mmap footprint seen, at PeakTimeNs
-	// nanoseconds after the process started.
+	// nanoseconds after the process started (a forked child: after the
+	// fork). DurationNs is how long it ran, from the same start.
 	PeakBytes  uint64 `json:"peak_bytes"`
 	PeakTimeNs uint64 `json:"peak_time_ns"`
 	DurationNs uint64 `json:"duration_ns"`
+	// StartUnixNs is when the process started (a forked child: when it
+	// was forked), in ns since the Unix epoch; 0 when the trace does not
+	// say (an imported mtrace log).
+	StartUnixNs int64 `json:"start_unix_ns,omitempty"`
 }
 
 // Totals counts bytes and blocks.
