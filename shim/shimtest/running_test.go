@@ -73,12 +73,20 @@ func TestSnapshotOfRunningProcess(t *testing.T) {
 	cmd, dir := startGrowHeap(t, "LEAK_SCAN_SIGNAL=USR2", "LEAK_CONTENT=16")
 	time.Sleep(600 * time.Millisecond)
 	cmd.Process.Signal(syscall.SIGUSR2)
-	time.Sleep(400 * time.Millisecond)
 	traces, _ := filepath.Glob(filepath.Join(dir, "leak.*"))
 	if len(traces) != 1 {
 		t.Fatalf("traces: %v", traces)
 	}
-	in := load(t, traces[0])
+	// The scan reaches the file with the next flush, within 100 ms; a
+	// loaded machine may take longer.
+	var in *analyze.Input
+	for wait := time.Now(); ; {
+		time.Sleep(100 * time.Millisecond)
+		in = load(t, traces[0])
+		if len(in.Replay.Scans) > 0 || time.Since(wait) > 10*time.Second {
+			break
+		}
+	}
 	if len(in.Replay.Scans) != 1 {
 		t.Fatalf("want one scan in the trace of the running process, got %d", len(in.Replay.Scans))
 	}
