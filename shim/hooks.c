@@ -740,15 +740,15 @@ int execle(const char *path, const char *arg, ...) {
 // ---- signals ----------------------------------------------------------------------
 // sigaction and signal are hooked only for the crash signals, where the
 // tracer keeps its own handler first and chains to the program's, and for
-// SIGCHLD and SIGPROF, which it passes on from its own threads to the
-// program's (process.c). All other signals go straight through.
-HIDDEN int app_sigaction(int sig, const struct sigaction *act, struct sigaction *old, int *handled);
+// SIGCHLD, SIGPROF and SIGURG, which it passes on from its own threads to
+// the program's (process.c). All other signals go straight through.
+HIDDEN int app_sigaction(int sig, const struct sigaction *act, struct sigaction *old, int *handled, int from_tracer);
 
 int sigaction(int sig, const struct sigaction *act, struct sigaction *old) {
 	if (UNLIKELY(!real.sigaction))
 		hooks_init();
 	int handled = 0;
-	int rc = app_sigaction(sig, act, old, &handled);
+	int rc = app_sigaction(sig, act, old, &handled, (uintptr_t)RA - self_text_lo < self_text_hi - self_text_lo);
 	if (handled)
 		return rc;
 	return real.sigaction(sig, act, old);
@@ -762,7 +762,7 @@ __sighandler_t signal(int sig, __sighandler_t h) {
 	memset(&act, 0, sizeof act);
 	act.sa_handler = h;
 	act.sa_flags = SA_RESTART;
-	int rc = app_sigaction(sig, &act, &old, &handled);
+	int rc = app_sigaction(sig, &act, &old, &handled, 0);
 	if (handled)
 		return rc == 0 ? old.sa_handler : SIG_ERR;
 	return real_signal(sig, h);

@@ -512,9 +512,21 @@ static void atfork_child(void) {
 // The tracer's handler runs first on SIGSEGV, SIGBUS, SIGILL, SIGFPE and
 // SIGABRT: it flushes the trace with a time limit, then does what the
 // program asked for — its own handler, ignoring, or the default action.
+//
+// The Go runtime in this library sets its own actions, through our
+// sigaction (its cgo part calls libc's), for SIGSEGV, SIGBUS, SIGFPE,
+// SIGPIPE and SIGURG. Those are kept apart in go_act and never shown to
+// the program, which reads back the actions it had and set: a program
+// that ignores SIGPIPE only when its action is the default must still do
+// so. The runtime's SIGURG action gets its preemption requests (routed
+// signals, below); a crash is a crash on any thread, and goes as the
+// program asked; SIGPIPE stays the program's: the runtime writes to no
+// pipe, and our threads block it.
 
 static const int crash_sigs[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
 static struct sigaction app_act[65];
+static struct sigaction go_act[65];
+static int go_act_set[65];
 static int crash_installed;
 
 static int is_crash_sig(int sig);
@@ -587,8 +599,17 @@ static void install_crash(int sig, const struct sigaction *like) {
 // the process; on a program thread it does what the program asked. A
 // signal sent on arrives with the sender's siginfo (the kernel allows
 // no other), so the original is kept and handed to the program's handler.
+//
+// SIGURG is the Go runtime's preemption request, which it sends to its own
+// threads with tgkill. A program's SIGURG handler (for out-of-band socket
+// data) would replace the runtime's and be called for those requests,
+// which the program never made; and the program would see the runtime's
+// handler as its own. So the runtime's action is kept apart (go_act): a
+// SIGURG one of our threads sent itself goes to it, any other on our
+// threads is sent on, and on the program's threads the program's action
+// runs, as for the others.
 
-static const int routed_sigs[] = {SIGCHLD, SIGPROF};
+static const int routed_sigs[] = {SIGCHLD, SIGPROF, SIGURG};
 static siginfo_t routed_info[65];
 static int routed_info_set[65];
 
@@ -614,10 +635,24 @@ static void send_on(int sig, siginfo_t *info) {
 	syscall(SYS_tgkill, pid, to, sig);
 }
 
+// go_preempt runs the Go runtime's SIGURG handler, with every signal
+// blocked as the runtime's own action asks.
+static void go_preempt(int sig, siginfo_t *info, void *uc) {
+	if (!go_act_set[sig] || !(go_act[sig].sa_flags & SA_SIGINFO) || !go_act[sig].sa_sigaction)
+		return;
+	sigset_t all;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, NULL); // sigreturn restores the mask
+	go_act[sig].sa_sigaction(sig, info, uc);
+}
+
 static void routed_handler(int sig, siginfo_t *info, void *uc) {
 	if (t_tracer) {
 		int e = errno;
-		send_on(sig, info);
+		if (sig == SIGURG && info && info->si_code == SI_TKILL && info->si_pid == getpid())
+			go_preempt(sig, info, uc);
+		else
+			send_on(sig, info);
 		errno = e;
 		return;
 	}
@@ -652,17 +687,38 @@ static void install_routed(int sig) {
 	struct sigaction ours = a;
 	ours.sa_sigaction = routed_handler;
 	ours.sa_flags = (a.sa_flags | SA_SIGINFO) & ~SA_RESETHAND;
+	if (sig == SIGURG) {
+		// The runtime runs its handlers on its signal stacks, and restarts
+		// what the program has no say in.
+		ours.sa_flags |= SA_ONSTACK;
+		if (a.sa_handler == SIG_DFL && !(a.sa_flags & SA_SIGINFO))
+			ours.sa_flags |= SA_RESTART;
+	}
 	real.sigaction(sig, &ours, NULL);
 }
 
 // app_sigaction takes the program's sigaction for a crash or routed
 // signal: it keeps the program's action and installs ours in its place.
-HIDDEN int app_sigaction(int sig, const struct sigaction *act, struct sigaction *old, int *handled) {
-	if (!crash_installed || !(is_crash(sig) || is_routed(sig)) || !leak_active) {
+HIDDEN int app_sigaction(int sig, const struct sigaction *act, struct sigaction *old, int *handled, int from_tracer) {
+	if (!crash_installed || !leak_active || sig <= 0 || sig > 64 ||
+	    !(is_crash(sig) || is_routed(sig) || (sig == SIGPIPE && from_tracer))) {
 		*handled = 0;
 		return 0;
 	}
 	*handled = 1;
+	if (from_tracer) { // the Go runtime's
+		if (old && go_act_set[sig])
+			*old = go_act[sig];
+		else if (old && sig == SIGPIPE)
+			real.sigaction(sig, NULL, old);
+		else if (old)
+			*old = app_act[sig];
+		if (act) {
+			go_act[sig] = *act;
+			go_act_set[sig] = 1;
+		}
+		return 0;
+	}
 	if (old)
 		*old = app_act[sig];
 	if (act) {

@@ -2,6 +2,7 @@ package shimtest
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"libleak/analyzer/event"
@@ -70,5 +71,37 @@ func TestSigchldStaysWithTheProgram(t *testing.T) {
 	r := same(t, t.TempDir(), nil, "", bin)
 	if r.stdout != "suspend=ok siginfo=ok sigwait=ok\n" || r.status != 0 {
 		t.Errorf("exit %d, stdout %q", r.status, r.stdout)
+	}
+}
+
+// The Go runtime preempts its threads with SIGURG, which programs take for
+// out-of-band socket data. A program's SIGURG action is its own: it reads
+// back what it set, its handler never runs for the runtime's requests,
+// and a SIGURG sent to the process reaches it even when it blocks SIGURG
+// and only the runtime's threads do not.
+func TestSigurgIsTheProgramsAlone(t *testing.T) {
+	t.Parallel()
+	bin := testutil.Program(t, "sigurg.c")
+	r := same(t, t.TempDir(), nil, "", bin)
+	if r.stdout != "default=yes own=yes during=0 sigwait=ok raise=1\n" || r.status != 0 {
+		t.Errorf("exit %d, stdout %q", r.status, r.stdout)
+	}
+}
+
+// The program finds every signal's action as it would without the tracer,
+// though the Go runtime inside it set its own for five of them: the
+// default, or what the program inherited.
+func TestSignalActionsAreTheProgramsOwn(t *testing.T) {
+	t.Parallel()
+	bin := testutil.Program(t, "sigactions.c")
+	dir := t.TempDir()
+	all := strings.Repeat("d", 31)
+	if r := same(t, dir, nil, "", bin); r.stdout != all+"\n" {
+		t.Errorf("actions %q, want all default", r.stdout)
+	}
+	// SIGPIPE (13) inherited as ignored.
+	want := all[:12] + "i" + all[13:] + "\n"
+	if r := same(t, dir, nil, "", "sh", "-c", `trap "" PIPE; exec "$0"`, bin); r.stdout != want {
+		t.Errorf("actions with SIGPIPE ignored %q, want %q", r.stdout, want)
 	}
 }
