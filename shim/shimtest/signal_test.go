@@ -67,10 +67,16 @@ func TestSignalHandlerAllocates(t *testing.T) {
 // threads all block must still stay pending for the program, not run its
 // handler on one of ours and leave its sigsuspend waiting.
 func TestSigchldStaysWithTheProgram(t *testing.T) {
-	bin := testutil.Program(t, "sigchld_wait.c")
-	r := same(t, t.TempDir(), nil, "", bin)
-	if r.stdout != "suspend=ok siginfo=ok sigwait=ok\n" || r.status != 0 {
-		t.Errorf("exit %d, stdout %q", r.status, r.stdout)
+	printsBoth(t, "sigchld_wait.c", "suspend=ok siginfo=ok sigwait=ok\n")
+}
+
+// printsBoth runs the test program built from src natively and traced:
+// both must print want and exit 0.
+func printsBoth(t *testing.T, src, want string) {
+	t.Helper()
+	r := same(t, t.TempDir(), nil, "", testutil.Program(t, src))
+	if r.stdout != want || r.status != 0 {
+		t.Errorf("%s: exit %d, stdout %q, want %q", src, r.status, r.stdout, want)
 	}
 }
 
@@ -81,11 +87,7 @@ func TestSigchldStaysWithTheProgram(t *testing.T) {
 // and only the runtime's threads do not.
 func TestSigurgIsTheProgramsAlone(t *testing.T) {
 	t.Parallel()
-	bin := testutil.Program(t, "sigurg.c")
-	r := same(t, t.TempDir(), nil, "", bin)
-	if r.stdout != "default=yes own=yes during=0 sigwait=ok raise=1\n" || r.status != 0 {
-		t.Errorf("exit %d, stdout %q", r.status, r.stdout)
-	}
+	printsBoth(t, "sigurg.c", "default=yes own=yes during=0 sigwait=ok raise=1\n")
 }
 
 // The program finds every signal's action as it would without the tracer,
@@ -93,15 +95,12 @@ func TestSigurgIsTheProgramsAlone(t *testing.T) {
 // default, or what the program inherited.
 func TestSignalActionsAreTheProgramsOwn(t *testing.T) {
 	t.Parallel()
-	bin := testutil.Program(t, "sigactions.c")
-	dir := t.TempDir()
 	all := strings.Repeat("d", 31)
-	if r := same(t, dir, nil, "", bin); r.stdout != all+"\n" {
-		t.Errorf("actions %q, want all default", r.stdout)
-	}
+	printsBoth(t, "sigactions.c", all+"\n")
 	// SIGPIPE (13) inherited as ignored.
 	want := all[:12] + "i" + all[13:] + "\n"
-	if r := same(t, dir, nil, "", "sh", "-c", `trap "" PIPE; exec "$0"`, bin); r.stdout != want {
+	bin := testutil.Program(t, "sigactions.c")
+	if r := same(t, t.TempDir(), nil, "", "sh", "-c", `trap "" PIPE; exec "$0"`, bin); r.stdout != want {
 		t.Errorf("actions with SIGPIPE ignored %q, want %q", r.stdout, want)
 	}
 }
