@@ -165,6 +165,10 @@ static inline int recording(void *ra) {
 		return 1;
 	if (UNLIKELY(t_busy) && leak_active && !(t_guard | t_tracer | t_cxx))
 		rec_reentered(); // a signal handler's call (shim.h, t_busy)
+	else if (UNLIKELY(t_unwinding) && leak_active && !t_tracer &&
+		 (uintptr_t)ra - unw_text_lo >= unw_text_hi - unw_text_lo &&
+		 (uintptr_t)ra - ldso_text_lo >= ldso_text_hi - ldso_text_lo)
+		rec_reentered(); // a signal handler's call while libunwind walks
 	return 0;
 }
 

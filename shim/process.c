@@ -808,6 +808,31 @@ static void text_range(struct dl_phdr_info *info, uintptr_t *plo, uintptr_t *phi
 	*phi = hi;
 }
 
+struct text_query {
+	uintptr_t base, lo, hi;
+};
+
+static int find_text(struct dl_phdr_info *info, size_t size, void *data) {
+	(void)size;
+	struct text_query *q = data;
+	if (info->dlpi_addr != q->base)
+		return 0;
+	text_range(info, &q->lo, &q->hi);
+	return 1;
+}
+
+// text_of finds the executable segments of the object holding addr.
+HIDDEN void text_of(const void *addr, uintptr_t *lo, uintptr_t *hi) {
+	Dl_info di;
+	struct text_query q = {0, 0, 0};
+	if (dladdr(addr, &di) && di.dli_fbase) {
+		q.base = (uintptr_t)di.dli_fbase;
+		dl_iterate_phdr(find_text, &q);
+	}
+	*lo = q.lo;
+	*hi = q.hi;
+}
+
 static int find_ldso(struct dl_phdr_info *info, size_t size, void *data) {
 	(void)size;
 	(void)data;

@@ -625,13 +625,19 @@ struct stack {
 // allocator call of their own: one entered meanwhile is a signal
 // handler's, passed through and counted (t_busy). libunwind's own
 // allocations are not the program's (t_guard), but for ld.so's TLS blocks
-// (hooks.c, tracer_tls).
+// (hooks.c, tracer_tls); a handler's among them is told apart by its
+// return address (t_unwinding).
+HIDDEN TLS uint8_t t_unwinding;
 static inline void capture(struct stack *st, const void *frame) {
-	if (UNLIKELY(unwind_allocates))
+	if (UNLIKELY(unwind_allocates)) {
 		t_guard++;
+		t_unwinding++;
+	}
 	st->n = unwind_capture(st->pcs, cfg.depth, &st->memo, &st->known, frame);
-	if (UNLIKELY(unwind_allocates))
+	if (UNLIKELY(unwind_allocates)) {
+		t_unwinding--;
 		t_guard--;
+	}
 }
 
 // forget_stacks empties a thread's record of the stacks defined in its

@@ -201,6 +201,12 @@ HIDDEN void unwind_init(void);
 HIDDEN int unwind_capture(uintptr_t *pcs, int max, struct stack_memo *m, uint32_t *known, const void *frame);
 HIDDEN void unwind_forget(void);
 HIDDEN extern int unwind_allocates; // libunwind allocates; the CFI and frame-pointer walks never do
+// t_unwinding is up while libunwind walks this thread's stack: a call then
+// whose return address is not libunwind's (nor ld.so's, for its TLS) is a
+// signal handler's, and counts as dropped (hooks.c, recording).
+HIDDEN extern TLS uint8_t t_unwinding;
+HIDDEN extern uintptr_t unw_text_lo, unw_text_hi;
+HIDDEN void text_of(const void *addr, uintptr_t *lo, uintptr_t *hi);
 HIDDEN const char *unwind_name(void);
 
 // modules.c

@@ -27,6 +27,7 @@ enum { UNWIND_CFI, UNWIND_LIBUNWIND, UNWIND_FP };
 
 static int mode = UNWIND_FP;
 HIDDEN int unwind_allocates; // the walk calls the allocator itself (libunwind)
+HIDDEN uintptr_t unw_text_lo, unw_text_hi;
 static int (*unw_backtrace_fn)(void **, int);
 static const char *name = "none";
 
@@ -37,6 +38,8 @@ static int load_libunwind(void) {
 		if (!h)
 			continue;
 		unw_backtrace_fn = (int (*)(void **, int))dlsym(h, "unw_backtrace");
+		if (unw_backtrace_fn)
+			text_of((void *)unw_backtrace_fn, &unw_text_lo, &unw_text_hi);
 		// The default global cache takes a lock per step; a
 		// per-thread cache lets threads unwind in parallel.
 		int (*set_policy)(void *, int) = (int (*)(void *, int))dlsym(h, "_ULx86_64_set_caching_policy");

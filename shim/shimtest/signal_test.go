@@ -13,12 +13,21 @@ import (
 // A signal handler that allocates interrupts the tracer while it holds a
 // live-table lock or writes a record: its calls must pass straight to the
 // allocator and be counted as dropped, not wait on that lock forever.
+// libunwind allocates while it walks: a handler's call must still be told
+// from its own and counted.
 func TestSignalHandlerAllocates(t *testing.T) {
+	for _, unwinder := range []string{"cfi", "libunwind"} {
+		t.Run(unwinder, func(t *testing.T) { signalHandlerAllocates(t, unwinder) })
+	}
+}
+
+func signalHandlerAllocates(t *testing.T, unwinder string) {
 	bin := testutil.Program(t, "signal_alloc.c")
 	const iters = 300000
 	dir := t.TempDir()
-	native := run(t, false, dir, nil, "", bin, fmt.Sprint(iters))
-	traced := run(t, true, dir, nil, "", bin, fmt.Sprint(iters))
+	env := []string{"LEAK_UNWIND=" + unwinder}
+	native := run(t, false, dir, env, "", bin, fmt.Sprint(iters))
+	traced := run(t, true, dir, env, "", bin, fmt.Sprint(iters))
 	if native.status != 0 || traced.status != native.status || traced.stdout != native.stdout {
 		t.Fatalf("natively exit %d %q, traced exit %d %q (stderr %q)", native.status, native.stdout, traced.status, traced.stdout, traced.stderr)
 	}
@@ -45,6 +54,12 @@ func TestSignalHandlerAllocates(t *testing.T) {
 	st, err := traceformatDecodeFile(traced.traces[0], h)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got := h.Replay.Hdr.Unwinder; got != unwinder {
+		if unwinder == "libunwind" && got == "fp" {
+			t.Skip("libunwind.so.8 is not installed (apt-get install libunwind8)")
+		}
+		t.Fatalf("the trace says unwinder %q, want %q", got, unwinder)
 	}
 	if st.Truncated {
 		t.Errorf("trace truncated")
