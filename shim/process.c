@@ -597,8 +597,8 @@ static void install_crash(int sig, const struct sigaction *like) {
 // sends the signal on to the program's main thread (a live one, if main
 // has exited), where it stays pending while blocked, as it would have for
 // the process; on a program thread it does what the program asked. A
-// signal sent on arrives with the sender's siginfo (the kernel allows
-// no other), so the original is kept and handed to the program's handler.
+// signal sent on keeps the original's fields but says SI_QUEUE (send_on),
+// so the original is kept too and handed whole to the program's handler.
 //
 // SIGURG is the Go runtime's preemption request, which it sends to its own
 // threads with tgkill. A program's SIGURG handler (for out-of-band socket
@@ -632,7 +632,15 @@ static void send_on(int sig, siginfo_t *info) {
 		return; // no thread of the program left to take it
 	routed_info[sig] = *info;
 	__atomic_store_n(&routed_info_set[sig], 1, __ATOMIC_RELEASE);
-	syscall(SYS_tgkill, pid, to, sig);
+	// The kernel takes any siginfo from a process for its own threads, but
+	// for the codes only it and kill(2) give: the copy keeps the fields (a
+	// child's pid, status and times) for sigwaitinfo and signalfd, and
+	// says SI_QUEUE.
+	siginfo_t fwd = *info;
+	if (fwd.si_code >= 0 || fwd.si_code == SI_TKILL)
+		fwd.si_code = SI_QUEUE;
+	if (syscall(SYS_rt_tgsigqueueinfo, pid, to, sig, &fwd) != 0)
+		syscall(SYS_tgkill, pid, to, sig);
 }
 
 // go_preempt runs the Go runtime's SIGURG handler, with every signal
@@ -656,7 +664,9 @@ static void routed_handler(int sig, siginfo_t *info, void *uc) {
 		errno = e;
 		return;
 	}
-	if (info && info->si_code == SI_TKILL && info->si_pid == getpid() &&
+	if (info && (info->si_code == SI_QUEUE || info->si_code == SI_TKILL) &&
+	    __atomic_load_n(&routed_info_set[sig], __ATOMIC_ACQUIRE) &&
+	    info->si_pid == (info->si_code == SI_TKILL ? getpid() : routed_info[sig].si_pid) &&
 	    __atomic_exchange_n(&routed_info_set[sig], 0, __ATOMIC_ACQ_REL))
 		info = &routed_info[sig];
 	struct sigaction a = app_action(sig);

@@ -3,7 +3,7 @@
  * until SIGCHLD comes. The child exits while SIGCHLD is blocked, so the
  * signal must stay pending for the program, wherever else it could go.
  * Then the same with an SA_SIGINFO handler, which must see the child's
- * pid and status, and with sigwaitinfo.
+ * pid and status, and with sigwaitinfo, which must see them too.
  *
  * prints: suspend=ok siginfo=ok sigwait=ok
  * An alarm ends the process (status 142) if a wait never returns.
@@ -69,9 +69,10 @@ int main(void)
 	printf("siginfo=%s ", seen_pid == p && seen_status == 5 ? "ok" : "bad");
 
 	p = child(6);
+	usleep(100000); /* the child exits here, SIGCHLD blocked */
 	siginfo_t si;
 	int sig = sigwaitinfo(&chld, &si);
 	waitpid(p, &st, 0);
-	printf("sigwait=%s\n", sig == SIGCHLD && WEXITSTATUS(st) == 6 ? "ok" : "bad");
+	printf("sigwait=%s\n", sig == SIGCHLD && si.si_pid == p && si.si_status == 6 && WEXITSTATUS(st) == 6 ? "ok" : "bad");
 	return 0;
 }
