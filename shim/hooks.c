@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/close_range.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -65,6 +66,11 @@ static int (*real_fexecve)(int, char *const[], char *const[]);
 static int (*real_execveat)(int, const char *, char *const[], char *const[], int);
 static void (*real__Exit)(int) __attribute__((noreturn));
 static __sighandler_t (*real_signal)(int, __sighandler_t);
+static int (*real_close)(int);
+static int (*real_close_range)(unsigned, unsigned, int);
+static void (*real_closefrom)(int);
+static int (*real_dup2)(int, int);
+static int (*real_dup3)(int, int, int);
 
 static void *next(const char *name) { return dlsym(RTLD_NEXT, name); }
 
@@ -139,6 +145,11 @@ HIDDEN void hooks_init(void) {
 	real__Exit = next("_Exit");
 	real.sigaction = next("sigaction");
 	real_signal = next("signal");
+	real_close = next("close");
+	real_close_range = next("close_range");
+	real_closefrom = next("closefrom");
+	real_dup2 = next("dup2");
+	real_dup3 = next("dup3");
 	nptl_nthreads = dlvsym(RTLD_DEFAULT, "__nptl_nthreads", "GLIBC_PRIVATE");
 	real.execve = next("execve");
 	real_execv = next("execv");
@@ -739,6 +750,85 @@ int execle(const char *path, const char *arg, ...) {
 	char **envp;
 	COLLECT_ARGS(arg, arg, argv, envp = va_arg(ap_, char **));
 	return execve(path, argv, envp);
+}
+
+// ---- the trace's descriptor -------------------------------------------------------
+// Daemons close every descriptor they did not open (a close loop,
+// closefrom, close_range), and programs dup2 onto numbers they expect to
+// be free. The trace's (900 or above) is not theirs: closing or dup'ing
+// it fails as it would without us, with EBADF; ranges skip it; a dup2
+// onto its number moves it out of the way first. A descriptor closed behind
+// our back (the raw system call) stops tracing (process.c, fd_ok).
+
+int close(int f) {
+	if (UNLIKELY(!real_close))
+		hooks_init();
+	if (UNLIKELY(f >= 0 && f == trace_fd())) {
+		errno = EBADF;
+		return -1;
+	}
+	return real_close ? real_close(f) : (int)syscall(SYS_close, f);
+}
+
+static int sys_close_range(unsigned first, unsigned last, int flags) {
+	if (real_close_range)
+		return real_close_range(first, last, flags);
+	return (int)syscall(SYS_close_range, first, last, flags);
+}
+
+int close_range(unsigned first, unsigned last, int flags) {
+	if (UNLIKELY(!real_close))
+		hooks_init();
+	int t = trace_fd();
+	if (t < 0 || (unsigned)t < first || (unsigned)t > last)
+		return sys_close_range(first, last, flags);
+	int rc = 0;
+	if ((unsigned)t > first) {
+		rc = sys_close_range(first, (unsigned)t - 1, flags);
+		flags &= ~CLOSE_RANGE_UNSHARE; // done by the first part
+	}
+	if (rc == 0 && (unsigned)t < last)
+		rc = sys_close_range((unsigned)t + 1, last, flags);
+	return rc;
+}
+
+void closefrom(int low) {
+	if (UNLIKELY(!real_close))
+		hooks_init();
+	int t = trace_fd();
+	if (t >= 0 && t >= low && close_range((unsigned)low, ~0U, 0) == 0)
+		return;
+	if (real_closefrom) // a kernel without close_range: ours goes too
+		real_closefrom(low);
+}
+
+// dup_target readies f for a dup onto it: 0, or -1 when old is the
+// trace's descriptor, which the program cannot have (EBADF, as without us).
+static int dup_target(int old, int f) {
+	int t = trace_fd();
+	if (UNLIKELY(t >= 0 && old == t)) {
+		errno = EBADF;
+		return -1;
+	}
+	if (UNLIKELY(t >= 0 && f == t))
+		trace_fd_move(f);
+	return 0;
+}
+
+int dup2(int old, int f) {
+	if (UNLIKELY(!real_dup2))
+		hooks_init();
+	if (dup_target(old, f) != 0)
+		return -1;
+	return real_dup2(old, f);
+}
+
+int dup3(int old, int f, int flags) {
+	if (UNLIKELY(!real_dup3))
+		hooks_init();
+	if (dup_target(old, f) != 0)
+		return -1;
+	return real_dup3(old, f, flags);
 }
 
 // ---- signals ----------------------------------------------------------------------

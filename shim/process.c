@@ -317,8 +317,9 @@ HIDDEN int trace_open(void) {
 		struct iovec iov = {h, 16};
 		if (write_all(&iov, 1) != 0) {
 			logmsg("cannot write %s: %s; not tracing", path, strerror(errno));
-			close(fd);
+			int f = fd;
 			fd = -1;
+			close(f);
 			return -1;
 		}
 		if (cfg.verbose)
@@ -329,7 +330,24 @@ HIDDEN int trace_open(void) {
 	return -1;
 }
 
-HIDDEN int trace_fd(void) { return fd; }
+HIDDEN int trace_fd(void) { return __atomic_load_n(&fd, __ATOMIC_RELAXED); }
+
+// trace_fd_move gives the trace another descriptor: the program is about
+// to dup2 onto this one, free as far as it knows. No frame is being
+// written meanwhile (write_mu).
+HIDDEN void trace_fd_move(int wanted) {
+	t_guard++;
+	pthread_mutex_lock(&write_mu);
+	if (fd == wanted) {
+		int n = fcntl(fd, F_DUPFD_CLOEXEC, 900);
+		if (n >= 0) {
+			__atomic_store_n(&fd, n, __ATOMIC_RELAXED);
+			syscall(SYS_close, wanted);
+		}
+	}
+	pthread_mutex_unlock(&write_mu);
+	t_guard--;
+}
 
 // ---- flushing ---------------------------------------------------------------------
 
@@ -491,8 +509,9 @@ static void atfork_child(void) {
 		return;
 	t_guard++;
 	// The parent's file stays the parent's.
-	close(fd);
+	int f = fd;
 	fd = -1;
+	close(f);
 	leak_pid = getpid();
 	leak_c_writer = 1;
 	go_writer_alive = 0;

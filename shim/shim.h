@@ -216,6 +216,7 @@ HIDDEN void modules_scan(void);
 HIDDEN void process_init(void);
 HIDDEN int trace_open(void);
 HIDDEN int trace_fd(void);
+HIDDEN void trace_fd_move(int wanted);
 HIDDEN void flush_and_wait(int final, int timeout_ms);
 HIDDEN void finish(int reason, int status);
 HIDDEN void logmsg(const char *fmt, ...);

@@ -1,3 +1,10 @@
+// The runtime's cgroup-aware GOMAXPROCS would keep two descriptors open in
+// the traced program for good (its cgroup's CPU quota and period files,
+// at the lowest free numbers, read again every second): the program's own
+// files would get other numbers than without us.
+//go:debug containermaxprocs=0
+//go:debug updatemaxprocs=0
+
 // Package main is libleak.so: C hooks record allocations into per-thread
 // buffers (hooks.c, record.c); this file is the writer that compresses
 // what the C side drains into independent zstd frames, at least every

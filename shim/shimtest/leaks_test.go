@@ -408,3 +408,22 @@ func TestDlopenLeak(t *testing.T) {
 }
 
 var _ = fmt.Sprint
+
+// Daemons close every descriptor they did not open, and programs dup2 onto
+// numbers they expect free: the trace's descriptor must survive each way,
+// unseen by the program, and the trace must hold the leaks made after.
+func TestProgramClosesEveryDescriptor(t *testing.T) {
+	bin := testutil.Program(t, "close_fds.c")
+	for _, mode := range []string{"loop", "closefrom", "close_range", "dup2"} {
+		t.Run(mode, func(t *testing.T) {
+			c, in := traceOne(t, bin, mode)
+			if !in.Stats.Ended || in.Stats.Truncated {
+				t.Errorf("trace ended %v, truncated %v", in.Stats.Ended, in.Stats.Truncated)
+			}
+			heap, _ := live(in.Replay, "close_fds")
+			if heap.blocks != c["leaked_blocks"] || heap.bytes != c["leaked_bytes"] {
+				t.Errorf("%d blocks, %d bytes left in the trace; the program leaked %v", heap.blocks, heap.bytes, c)
+			}
+		})
+	}
+}
