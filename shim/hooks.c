@@ -69,6 +69,7 @@ static __sighandler_t (*real_signal)(int, __sighandler_t);
 static int (*real_close)(int);
 static int (*real_close_range)(unsigned, unsigned, int);
 static void (*real_closefrom)(int);
+static int (*real_dup)(int);
 static int (*real_dup2)(int, int);
 static int (*real_dup3)(int, int, int);
 
@@ -148,6 +149,7 @@ HIDDEN void hooks_init(void) {
 	real_close = next("close");
 	real_close_range = next("close_range");
 	real_closefrom = next("closefrom");
+	real_dup = next("dup");
 	real_dup2 = next("dup2");
 	real_dup3 = next("dup3");
 	nptl_nthreads = dlvsym(RTLD_DEFAULT, "__nptl_nthreads", "GLIBC_PRIVATE");
@@ -813,6 +815,17 @@ static int dup_target(int old, int f) {
 	if (UNLIKELY(t >= 0 && f == t))
 		trace_fd_move(f);
 	return 0;
+}
+
+int dup(int old) {
+	if (UNLIKELY(!real_dup))
+		hooks_init();
+	int t = trace_fd();
+	if (UNLIKELY(t >= 0 && old == t)) {
+		errno = EBADF;
+		return -1;
+	}
+	return real_dup(old);
 }
 
 int dup2(int old, int f) {
