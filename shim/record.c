@@ -629,14 +629,18 @@ struct stack {
 // return address (t_unwinding).
 HIDDEN TLS uint8_t t_unwinding;
 static inline void capture(struct stack *st, const void *frame) {
+	// In this order, a handler's call finds t_busy without t_guard, or
+	// t_unwinding, at every instruction: counted either way.
 	if (UNLIKELY(unwind_allocates)) {
-		t_guard++;
 		t_unwinding++;
+		__atomic_signal_fence(__ATOMIC_SEQ_CST);
+		t_guard++;
 	}
 	st->n = unwind_capture(st->pcs, cfg.depth, &st->memo, &st->known, frame);
 	if (UNLIKELY(unwind_allocates)) {
-		t_unwinding--;
 		t_guard--;
+		__atomic_signal_fence(__ATOMIC_SEQ_CST);
+		t_unwinding--;
 	}
 }
 
