@@ -171,6 +171,9 @@ func Add(rep *report.Report, in *Input, o Options) {
 	}
 	if in.Stats.Ended {
 		proc.ExitStatus = in.Stats.ExitStatus
+		if in.Stats.EndReason == traceformat.EndSignal {
+			proc.Signal = SignalName(in.Stats.ExitStatus)
+		}
 	}
 	if in.Mtrace {
 		proc.Truncated = false
@@ -362,6 +365,22 @@ func pattern(times []uint64, begin, end uint64) string {
 		return "frequent"
 	}
 	return "occasional"
+}
+
+var signalNames = [...]string{1: "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
+	"SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD",
+	"SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ", "SIGVTALRM",
+	"SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS"}
+
+// SignalName is Linux's name for signal n: SIGTERM, or SIGRTMIN+3.
+func SignalName(n int) string {
+	switch {
+	case n > 0 && n < len(signalNames):
+		return signalNames[n]
+	case n >= 34 && n <= 64:
+		return fmt.Sprintf("SIGRTMIN+%d", n-34)
+	}
+	return fmt.Sprintf("signal %d", n)
 }
 
 // startTime is when the process began, in its trace's time: a forked

@@ -154,7 +154,9 @@ func junitMessage(l *report.Leak) string {
 
 func processFacts(p *report.Process) string {
 	s := fmt.Sprintf("pid %d (parent %d): %s\n", p.Pid, p.Ppid, p.Exe)
-	if p.ExitStatus >= 0 {
+	if p.Signal != "" {
+		s += "killed by " + p.Signal
+	} else if p.ExitStatus >= 0 {
 		s += fmt.Sprintf("exit status %d", p.ExitStatus)
 	} else {
 		s += "no exit recorded (killed or trace truncated)"

@@ -59,6 +59,8 @@ type Process struct {
 	// ExitStatus is the status passed to exit(), or -1 when the trace has
 	// no end record (killed, or truncated).
 	ExitStatus int `json:"exit_status"`
+	// Signal names the signal the process died of ("SIGTERM"), when it did.
+	Signal string `json:"signal,omitempty"`
 	// PeakBytes is the largest heap+mmap footprint seen, at PeakTimeNs
 	// nanoseconds after the process started (a forked child: after the
 	// fork). DurationNs is how long it ran, from the same start.

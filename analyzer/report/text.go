@@ -27,7 +27,9 @@ func WriteText(w io.Writer, r *Report, o TextOptions) error {
 	}
 	for _, p := range r.Processes {
 		status := "killed or cut short"
-		if p.ExitStatus >= 0 {
+		if p.Signal != "" {
+			status = "killed by " + p.Signal
+		} else if p.ExitStatus >= 0 {
 			status = fmt.Sprintf("exit %d", p.ExitStatus)
 		}
 		ew.printf("pid %d %s: %s, %s events, peak %s at %s\n", p.Pid, filepath.Base(p.Exe), status,

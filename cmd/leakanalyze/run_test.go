@@ -162,7 +162,7 @@ func TestRunLeakyProgram(t *testing.T) {
 		t.Errorf("stdout %q, want the program's own %q", r.stdout, exitPathsStdout)
 	}
 	src := filepath.Join(testutil.Root(), "testprogs", "exit_paths.c")
-	for _, line := range []int{43, 44, 46} {
+	for _, line := range exitPathsLeakLines(t) {
 		wantLine(t, "report", r.stderr, fmt.Sprintf("      make_leaks  %s:%d", src, line))
 	}
 	wantLine(t, "stderr", r.stderr, "leakanalyze: FAIL: "+exitPathsSites+" of kinds "+gateKinds)
@@ -454,12 +454,12 @@ func TestRunCIOutputs(t *testing.T) {
 	kind := ownLeaks(readJSON(t, j), "exit_paths.c")[0].Kind
 	level := map[string]string{report.KindDefinite: "error", report.KindUnfreed: "warning"}[kind]
 
-	// The report sorts sites by size: 333, 222 and 111 bytes, from lines
-	// 40, 38 and 37.
+	// The report sorts sites by size: 333, 222 and 111 bytes.
+	ll := exitPathsLeakLines(t)
 	sites := []struct {
 		line  int
 		bytes int
-	}{{46, 333}, {44, 222}, {43, 111}}
+	}{{ll[2], 333}, {ll[1], 222}, {ll[0], 111}}
 
 	// One annotation per site, after the program's own output.
 	lines := strings.Split(strings.TrimSuffix(strings.TrimPrefix(r.stdout, exitPathsStdout), "\n"), "\n")
@@ -611,7 +611,8 @@ func TestRunReportOutput(t *testing.T) {
 		}
 	}
 	sort.Strings(got)
-	if want := []string{"43:[1 111]", "44:[1 222]", "46:[1 333]"}; strings.Join(got, " ") != strings.Join(want, " ") {
+	ll := exitPathsLeakLines(t)
+	if want := []string{fmt.Sprintf("%d:[1 111]", ll[0]), fmt.Sprintf("%d:[1 222]", ll[1]), fmt.Sprintf("%d:[1 333]", ll[2])}; strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("make_leaks samples %v, want %v", got, want)
 	}
 }
@@ -881,4 +882,26 @@ func TestChildEnv(t *testing.T) {
 			t.Errorf("LD_PRELOAD=%q: %v, want %v", c.preload, got, want)
 		}
 	}
+}
+
+// exitPathsLeakLines finds the lines of exit_paths.c's three leaks, of
+// 111, 222 and 333 bytes, in its source.
+func exitPathsLeakLines(t *testing.T) [3]int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(testutil.Root(), "testprogs", "exit_paths.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines [3]int
+	for i, l := range strings.Split(string(b), "\n") {
+		for j, call := range []string{"use(malloc(111));", "use(calloc(1, 222));", "use(realloc(p, 333));"} {
+			if strings.TrimSpace(l) == call {
+				lines[j] = i + 1
+			}
+		}
+	}
+	if lines[0] == 0 || lines[1] == 0 || lines[2] == 0 {
+		t.Fatalf("exit_paths.c: leak lines not found: %v", lines)
+	}
+	return lines
 }
