@@ -398,7 +398,20 @@ HIDDEN void flush_and_wait(int final, int timeout_ms) {
 	t_guard--;
 }
 
-HIDDEN void finish(int reason, int status) {
+// finish_as ends the trace: the module map, the reachability scan when
+// asked (the heap is as the program left it), the end record, the last
+// flush. Once per process; finish_done says it is over.
+static volatile int finish_done;
+
+// t_crash is up while the program's own handler for a crash signal runs:
+// an exit from there ends the trace unscanned, the heap possibly corrupt.
+static TLS int t_crash;
+
+static void finish_as(int reason, int status, int scan);
+
+HIDDEN void finish(int reason, int status) { finish_as(reason, status, reason != END_SIGNAL && !t_crash); }
+
+static void finish_as(int reason, int status, int scan) {
 	if (!leak_active || fd < 0)
 		return;
 	// A vfork child shares our memory but must not write our trace.
@@ -431,7 +444,7 @@ HIDDEN void finish(int reason, int status) {
 	modules_scan();
 	// Exit and _exit leave memory as the program left it: scan it. After
 	// a crash the heap may be corrupt; reading it could fault.
-	if (reason != END_SIGNAL && cfg.scan)
+	if (scan && cfg.scan)
 		scan_run(1);
 	leak_active = 0;
 	proc_lock();
@@ -445,6 +458,7 @@ HIDDEN void finish(int reason, int status) {
 	rec_thread_handoff();
 	t_guard--;
 	flush_and_wait(1, 3000);
+	finish_done = 1;
 }
 
 static void on_exit_handler(int status, void *arg) {
@@ -516,6 +530,7 @@ static void atfork_child(void) {
 	leak_c_writer = 1;
 	go_writer_alive = 0;
 	finished = 0;
+	finish_done = 0;
 	flags_header = 1;
 	modules_reset();
 	if (trace_open() == 0) {
@@ -569,13 +584,25 @@ static struct sigaction app_action(int sig) {
 }
 
 static void crash_handler(int sig, siginfo_t *info, void *uc) {
+	struct sigaction a = app_action(sig);
+	int own = (a.sa_flags & SA_SIGINFO) ? a.sa_sigaction != NULL : a.sa_handler != SIG_DFL && a.sa_handler != SIG_IGN;
+	// A fault the program handles may be one it recovers from (a
+	// collector's write barrier, a JIT's guard page): its handler decides,
+	// and tracing goes on. One that exits comes back through exit or _exit;
+	// one that puts the default back and lets the fault repeat, here.
+	// abort() restores the default behind our back (glibc's own sigaction)
+	// before it raises again: SIGABRT ends the trace first.
 	int e = errno;
-	if (!t_guard && !t_tracer && !t_busy)
+	if ((!own || sig == SIGABRT) && !t_guard && !t_tracer && !t_busy)
 		finish(END_SIGNAL, sig);
 	errno = e;
-	struct sigaction a = app_action(sig);
-	if ((a.sa_flags & SA_SIGINFO) && a.sa_sigaction) {
-		a.sa_sigaction(sig, info, uc);
+	if (own) {
+		t_crash++;
+		if (a.sa_flags & SA_SIGINFO)
+			a.sa_sigaction(sig, info, uc);
+		else
+			a.sa_handler(sig);
+		t_crash--;
 		return;
 	}
 	if (a.sa_handler == SIG_IGN)
@@ -588,9 +615,7 @@ static void crash_handler(int sig, siginfo_t *info, void *uc) {
 		// A fault repeats when we return; a sent signal must be sent again.
 		if (info->si_code <= 0 || sig == SIGABRT)
 			raise(sig);
-		return;
 	}
-	a.sa_handler(sig);
 }
 
 static void install_crash(int sig, const struct sigaction *like) {
@@ -602,6 +627,64 @@ static void install_crash(int sig, const struct sigaction *like) {
 		ours.sa_flags |= like->sa_flags & (SA_ONSTACK | SA_NODEFER);
 		ours.sa_mask = like->sa_mask;
 	}
+	real.sigaction(sig, &ours, NULL);
+}
+
+// ---- signals that end the process ------------------------------------------------------
+// A signal whose default action ends the process, left at that default
+// (SIGTERM from a CI timeout, SIGINT, SIGHUP, SIGPIPE from a closed pipe),
+// would cut the trace short: unscanned, and the last flush interval lost.
+// The tracer's handler stands in for the default: it ends the trace as
+// exit does, scan included (unlike after a crash, the heap is intact), as
+// valgrind checks for leaks when a signal ends the process; then it puts
+// the default back and raises the signal again, and the process dies of
+// it as it would have. An ignored signal, or one with the program's own
+// handler, goes to the kernel as the program set it.
+
+static const int term_sigs[] = {SIGHUP,  SIGINT,  SIGQUIT, SIGPIPE, SIGALRM,   SIGTERM, SIGUSR1,
+				SIGUSR2, SIGXCPU, SIGXFSZ, SIGVTALRM, SIGIO,   SIGPWR,  SIGSTKFLT};
+
+static int is_term(int sig) {
+	if (sig == cfg.scan_signal)
+		return 0;
+	for (unsigned i = 0; i < sizeof term_sigs / sizeof term_sigs[0]; i++)
+		if (term_sigs[i] == sig)
+			return 1;
+	return 0;
+}
+
+static void term_handler(int sig, siginfo_t *info, void *uc) {
+	(void)info;
+	(void)uc;
+	int e = errno;
+	if (!t_guard && !t_tracer && !t_busy)
+		finish_as(END_SIGNAL, sig, 1);
+	// Another thread may be ending the trace (exit, or a signal of its
+	// own): dying now would cut its flush short.
+	for (int i = 0; i < 3500 && finished && !finish_done; i++) {
+		struct timespec ms = {0, 1000000};
+		nanosleep(&ms, NULL);
+	}
+	errno = e;
+	struct sigaction dfl;
+	memset(&dfl, 0, sizeof dfl);
+	dfl.sa_handler = SIG_DFL;
+	real.sigaction(sig, &dfl, NULL);
+	raise(sig); // pending until the handler returns, then fatal
+}
+
+static void install_term(int sig) {
+	struct sigaction a = app_act[sig];
+	if ((a.sa_flags & SA_SIGINFO) || a.sa_handler != SIG_DFL) {
+		real.sigaction(sig, &a, NULL);
+		return;
+	}
+	struct sigaction ours;
+	memset(&ours, 0, sizeof ours);
+	ours.sa_sigaction = term_handler;
+	ours.sa_flags = SA_SIGINFO | SA_RESTART;
+	for (unsigned i = 0; i < sizeof term_sigs / sizeof term_sigs[0]; i++)
+		sigaddset(&ours.sa_mask, term_sigs[i]);
 	real.sigaction(sig, &ours, NULL);
 }
 
@@ -730,7 +813,7 @@ static void install_routed(int sig) {
 // signal: it keeps the program's action and installs ours in its place.
 HIDDEN int app_sigaction(int sig, const struct sigaction *act, struct sigaction *old, int *handled, int from_tracer) {
 	if (!crash_installed || !leak_active || sig <= 0 || sig > 64 ||
-	    !(is_crash(sig) || is_routed(sig) || (sig == SIGPIPE && from_tracer))) {
+	    !(is_crash(sig) || is_routed(sig) || is_term(sig))) {
 		*handled = 0;
 		return 0;
 	}
@@ -738,8 +821,6 @@ HIDDEN int app_sigaction(int sig, const struct sigaction *act, struct sigaction 
 	if (from_tracer) { // the Go runtime's
 		if (old && go_act_set[sig])
 			*old = go_act[sig];
-		else if (old && sig == SIGPIPE)
-			real.sigaction(sig, NULL, old);
 		else if (old)
 			*old = app_act[sig];
 		if (act) {
@@ -754,6 +835,8 @@ HIDDEN int app_sigaction(int sig, const struct sigaction *act, struct sigaction 
 		app_act[sig] = *act;
 		if (is_routed(sig))
 			install_routed(sig);
+		else if (is_term(sig))
+			install_term(sig);
 		else if (act->sa_handler == SIG_DFL && !(act->sa_flags & SA_SIGINFO))
 			install_crash(sig, NULL);
 		else
@@ -781,6 +864,11 @@ HIDDEN void process_crash_handlers(void) {
 		int sig = routed_sigs[i];
 		if (real.sigaction(sig, NULL, &app_act[sig]) == 0)
 			install_routed(sig);
+	}
+	for (unsigned i = 0; i < sizeof term_sigs / sizeof term_sigs[0]; i++) {
+		int sig = term_sigs[i];
+		if (is_term(sig) && real.sigaction(sig, NULL, &app_act[sig]) == 0)
+			install_term(sig);
 	}
 	crash_installed = 1;
 }

@@ -17,6 +17,14 @@
  *   pthread_exit_alone
  *                   main calls pthread_exit with no other thread: the
  *                   process ends with status 0
+ *   segv_recover    a store into a read-only page, with the program's own
+ *                   SIGSEGV handler, which makes the page writable and
+ *                   returns, as a collector's write barrier does: the
+ *                   store is retried, and main returns 0
+ *   sigterm         kill(getpid(), SIGTERM), left at its default: dies of it
+ *   sigpipe         a write into a pipe nobody reads: dies of SIGPIPE
+ *   sigint_thread   a second thread sends the process SIGINT while main
+ *                   waits in pause(): dies of SIGINT
  *
  * Before leaving it prints, and flushes:
  *   path=P leaked_blocks=3 leaked_bytes=666 expect=exit:N|signal:NAME
@@ -29,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 /* The asm makes the compiler treat the block as used, so no optimization
@@ -70,6 +79,24 @@ static void on_segv(int sig)
 	_exit(3);
 }
 
+static char *barrier_page;
+
+static void on_segv_recover(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)si;
+	(void)uc;
+	mprotect(barrier_page, 4096, PROT_READ | PROT_WRITE);
+}
+
+static void *interrupt_main(void *arg)
+{
+	(void)arg;
+	usleep(20000);
+	kill(getpid(), SIGINT);
+	return NULL;
+}
+
 static void *exit_from_thread(void *arg)
 {
 	(void)arg;
@@ -96,6 +123,8 @@ static const struct {
 	{"return", "exit:0"},      {"exit_thread", "exit:2"},    {"_exit", "exit:4"},
 	{"_Exit", "exit:5"},       {"abort", "signal:SIGABRT"}, {"segv", "exit:3"},
 	{"segv_nohandler", "signal:SIGSEGV"}, {"pthread_exit", "exit:0"}, {"pthread_exit_alone", "exit:0"},
+	{"segv_recover", "exit:0"}, {"sigterm", "signal:SIGTERM"}, {"sigpipe", "signal:SIGPIPE"},
+	{"sigint_thread", "signal:SIGINT"},
 };
 
 int main(int argc, char **argv)
@@ -137,6 +166,30 @@ int main(int argc, char **argv)
 		sa.sa_handler = on_abrt;
 		sigaction(SIGABRT, &sa, NULL);
 		abort();
+	} else if (strcmp(path, "segv_recover") == 0) {
+		struct sigaction sa;
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_sigaction = on_segv_recover;
+		sa.sa_flags = SA_SIGINFO;
+		sigaction(SIGSEGV, &sa, NULL);
+		barrier_page = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		barrier_page[0] = 1;
+		munmap(barrier_page, 4096);
+		return 0;
+	} else if (strcmp(path, "sigterm") == 0) {
+		kill(getpid(), SIGTERM);
+		pause();
+	} else if (strcmp(path, "sigpipe") == 0) {
+		int p[2];
+		if (pipe(p) == 0) {
+			close(p[0]);
+			ssize_t r = write(p[1], "x", 1);
+			(void)r;
+		}
+	} else if (strcmp(path, "sigint_thread") == 0) {
+		pthread_t t;
+		pthread_create(&t, NULL, interrupt_main, NULL);
+		pause();
 	} else if (strcmp(path, "segv") == 0) {
 		struct sigaction sa;
 		memset(&sa, 0, sizeof(sa));
