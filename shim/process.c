@@ -402,6 +402,8 @@ HIDDEN void flush_and_wait(int final, int timeout_ms) {
 // asked (the heap is as the program left it), the end record, the last
 // flush. Once per process; finish_done says it is over.
 static volatile int finish_done;
+static volatile pid_t finish_tid; // the thread ending the trace
+static volatile int deferred_sig;  // a signal that came in the middle (term_handler)
 
 // t_crash is up while the program's own handler for a crash signal runs:
 // an exit from there ends the trace unscanned, the heap possibly corrupt.
@@ -419,6 +421,7 @@ static void finish_as(int reason, int status, int scan) {
 		return;
 	if (__atomic_exchange_n(&finished, 1, __ATOMIC_ACQ_REL))
 		return;
+	finish_tid = (pid_t)syscall(SYS_gettid);
 	// As valgrind does before its leak check, let glibc and libstdc++
 	// release what they keep for the whole run (stdio buffers, locale
 	// data, cached thread stacks, the exception pool), recording the frees.
@@ -459,6 +462,14 @@ static void finish_as(int reason, int status, int scan) {
 	t_guard--;
 	flush_and_wait(1, 3000);
 	finish_done = 1;
+	int sig = deferred_sig;
+	if (sig) {
+		struct sigaction dfl;
+		memset(&dfl, 0, sizeof dfl);
+		dfl.sa_handler = SIG_DFL;
+		real.sigaction(sig, &dfl, NULL);
+		raise(sig);
+	}
 }
 
 static void on_exit_handler(int status, void *arg) {
@@ -531,6 +542,8 @@ static void atfork_child(void) {
 	go_writer_alive = 0;
 	finished = 0;
 	finish_done = 0;
+	finish_tid = 0;
+	deferred_sig = 0;
 	flags_header = 1;
 	modules_reset();
 	if (trace_open() == 0) {
@@ -660,7 +673,15 @@ static void term_handler(int sig, siginfo_t *info, void *uc) {
 	if (!t_guard && !t_tracer && !t_busy)
 		finish_as(END_SIGNAL, sig, 1);
 	// Another thread may be ending the trace (exit, or a signal of its
-	// own): dying now would cut its flush short.
+	// own): dying now would cut its flush short. When the signal
+	// interrupted this thread's own ending of the trace, that ending
+	// raises it again when done.
+	int self = finish_tid == (pid_t)syscall(SYS_gettid);
+	if (self && !finish_done) {
+		deferred_sig = sig; // it ends the process once the trace is ended
+		errno = e;
+		return;
+	}
 	for (int i = 0; i < 3500 && finished && !finish_done; i++) {
 		struct timespec ms = {0, 1000000};
 		nanosleep(&ms, NULL);
