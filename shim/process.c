@@ -833,7 +833,9 @@ static void install_routed(int sig) {
 // app_sigaction takes the program's sigaction for a crash or routed
 // signal: it keeps the program's action and installs ours in its place.
 HIDDEN int app_sigaction(int sig, const struct sigaction *act, struct sigaction *old, int *handled, int from_tracer) {
-	if (!crash_installed || !leak_active || sig <= 0 || sig > 64 ||
+	// Once our handlers are in place they stay, tracing or not (a trace
+	// closed behind our back): so does keeping the program's actions.
+	if (!crash_installed || sig <= 0 || sig > 64 ||
 	    !(is_crash(sig) || is_routed(sig) || is_term(sig))) {
 		*handled = 0;
 		return 0;
