@@ -804,8 +804,9 @@ void closefrom(int low) {
 		real_closefrom(low);
 }
 
-// dup_target readies f for a dup onto it: 0, or -1 when old is the
-// trace's descriptor, which the program cannot have (EBADF, as without us).
+// dup_target readies f for a dup onto it (-1: none): 0, or -1 when old is
+// the trace's descriptor, which the program cannot have (EBADF, as
+// without us).
 static int dup_target(int old, int f) {
 	int t = trace_fd();
 	if (UNLIKELY(t >= 0 && old == t)) {
@@ -820,11 +821,8 @@ static int dup_target(int old, int f) {
 int dup(int old) {
 	if (UNLIKELY(!real_dup))
 		hooks_init();
-	int t = trace_fd();
-	if (UNLIKELY(t >= 0 && old == t)) {
-		errno = EBADF;
+	if (dup_target(old, -1) != 0)
 		return -1;
-	}
 	return real_dup(old);
 }
 

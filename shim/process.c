@@ -411,6 +411,20 @@ static TLS int t_crash;
 
 static void finish_as(int reason, int status, int scan);
 
+// set_default puts sig's default action back; die_of then raises sig
+// again, pending while the handler that calls it runs, fatal after.
+static void set_default(int sig) {
+	struct sigaction dfl;
+	memset(&dfl, 0, sizeof dfl);
+	dfl.sa_handler = SIG_DFL;
+	real.sigaction(sig, &dfl, NULL);
+}
+
+static void die_of(int sig) {
+	set_default(sig);
+	raise(sig);
+}
+
 HIDDEN void finish(int reason, int status) { finish_as(reason, status, reason != END_SIGNAL && !t_crash); }
 
 static void finish_as(int reason, int status, int scan) {
@@ -462,14 +476,8 @@ static void finish_as(int reason, int status, int scan) {
 	t_guard--;
 	flush_and_wait(1, 3000);
 	finish_done = 1;
-	int sig = deferred_sig;
-	if (sig) {
-		struct sigaction dfl;
-		memset(&dfl, 0, sizeof dfl);
-		dfl.sa_handler = SIG_DFL;
-		real.sigaction(sig, &dfl, NULL);
-		raise(sig);
-	}
+	if (deferred_sig)
+		die_of(deferred_sig);
 }
 
 static void on_exit_handler(int status, void *arg) {
@@ -557,8 +565,9 @@ static void atfork_child(void) {
 
 // ---- crash signals ----------------------------------------------------------------------
 // The tracer's handler runs first on SIGSEGV, SIGBUS, SIGILL, SIGFPE and
-// SIGABRT: it flushes the trace with a time limit, then does what the
-// program asked for — its own handler, ignoring, or the default action.
+// SIGABRT. Left at the default, the signal ends the trace (flushed with a
+// time limit, unscanned) and then the process; the program's own handler
+// decides for itself (crash_handler).
 //
 // The Go runtime in this library sets its own actions, through our
 // sigaction (its cgo part calls libc's), for SIGSEGV, SIGBUS, SIGFPE,
@@ -620,15 +629,11 @@ static void crash_handler(int sig, siginfo_t *info, void *uc) {
 	}
 	if (a.sa_handler == SIG_IGN)
 		return;
-	if (a.sa_handler == SIG_DFL) {
-		struct sigaction dfl;
-		memset(&dfl, 0, sizeof dfl);
-		dfl.sa_handler = SIG_DFL;
-		real.sigaction(sig, &dfl, NULL);
-		// A fault repeats when we return; a sent signal must be sent again.
-		if (info->si_code <= 0 || sig == SIGABRT)
-			raise(sig);
-	}
+	// The default: a fault repeats when we return; a sent signal must be
+	// sent again.
+	set_default(sig);
+	if (info->si_code <= 0 || sig == SIGABRT)
+		raise(sig);
 }
 
 static void install_crash(int sig, const struct sigaction *like) {
@@ -687,11 +692,7 @@ static void term_handler(int sig, siginfo_t *info, void *uc) {
 		nanosleep(&ms, NULL);
 	}
 	errno = e;
-	struct sigaction dfl;
-	memset(&dfl, 0, sizeof dfl);
-	dfl.sa_handler = SIG_DFL;
-	real.sigaction(sig, &dfl, NULL);
-	raise(sig); // pending until the handler returns, then fatal
+	die_of(sig);
 }
 
 static void install_term(int sig) {
@@ -796,13 +797,8 @@ static void routed_handler(int sig, siginfo_t *info, void *uc) {
 	if ((a.sa_flags & SA_SIGINFO) && a.sa_sigaction) {
 		a.sa_sigaction(sig, info, uc);
 	} else if (a.sa_handler == SIG_DFL) {
-		if (sig == SIGPROF) { // its default ends the process
-			struct sigaction dfl;
-			memset(&dfl, 0, sizeof dfl);
-			dfl.sa_handler = SIG_DFL;
-			real.sigaction(sig, &dfl, NULL);
-			raise(sig);
-		}
+		if (sig == SIGPROF) // its default ends the process
+			die_of(sig);
 	} else if (a.sa_handler != SIG_IGN) {
 		a.sa_handler(sig);
 	}
@@ -983,27 +979,6 @@ static int find_ldso(struct dl_phdr_info *info, size_t size, void *data) {
 	return 0;
 }
 
-static int find_self(struct dl_phdr_info *info, size_t size, void *data) {
-	(void)size;
-	uintptr_t base = (uintptr_t)data;
-	if (info->dlpi_addr != base)
-		return 0;
-	uintptr_t lo = UINTPTR_MAX, hi = 0;
-	for (int i = 0; i < info->dlpi_phnum; i++) {
-		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-		if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
-			uintptr_t s = base + ph->p_vaddr, e = s + ph->p_memsz;
-			if (s < lo)
-				lo = s;
-			if (e > hi)
-				hi = e;
-		}
-	}
-	self_text_lo = lo;
-	self_text_hi = hi;
-	return 1;
-}
-
 static void read_settings(void) {
 	const char *v;
 	cfg.off = (v = getenv("LEAK_OFF")) && *v && strcmp(v, "0") != 0;
@@ -1064,9 +1039,7 @@ HIDDEN void process_init(void) {
 		t_guard--;
 		return;
 	}
-	Dl_info di;
-	if (dladdr((void *)process_init, &di) && di.dli_fbase)
-		dl_iterate_phdr(find_self, (void *)di.dli_fbase);
+	text_of((void *)process_init, &self_text_lo, &self_text_hi);
 	dl_iterate_phdr(find_ldso, NULL);
 	rec_start();
 	leak_pid = getpid();

@@ -56,8 +56,9 @@ type Process struct {
 	Events    uint64   `json:"events"`
 	Dropped   uint64   `json:"dropped"`
 	Truncated bool     `json:"truncated"`
-	// ExitStatus is the status passed to exit(), or -1 when the trace has
-	// no end record (killed, or truncated).
+	// ExitStatus is the status passed to exit(), the signal's number when
+	// Signal is set, or -1 when the trace has no end record (killed by
+	// SIGKILL, or truncated).
 	ExitStatus int `json:"exit_status"`
 	// Signal names the signal the process died of ("SIGTERM"), when it did.
 	Signal string `json:"signal,omitempty"`
